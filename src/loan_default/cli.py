@@ -1,0 +1,163 @@
+"""`loan-default` command line: data, train, model registry operations, serve, worker."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from loguru import logger
+from pydantic import ValidationError
+
+from loan_default.core.config import Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            print(f"configuration error: {field.upper()}: {err['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _print_report(report: dict[str, object]) -> None:
+    tm = report["test_metrics"]
+    assert isinstance(tm, dict)
+    print(f"model {report['model_name']} v{report['model_version']} "
+          f"({'PROMOTED to @' + str(report['alias']) if report['promoted'] else 'not promoted'})")
+    print(f"  reason: {report['reason']}")
+    print("  test metrics (2000-row fixed split):")
+    for k in ("roc_auc", "pr_auc", "brier", "precision_at_recall_0_8", "f1", "precision",
+              "recall", "accuracy", "log_loss", "ece", "threshold"):
+        print(f"    {k:<24} {tm[k]:.4f}")
+    cv = report["cv_metrics"]
+    assert isinstance(cv, dict)
+    print(f"  5-fold CV ROC-AUC: {cv['cv_roc_auc_mean']:.4f} ± {cv['cv_roc_auc_std']:.4f}")
+    print(f"  training time: {report['training_seconds']} s")
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from loan_default.data.dataset import DataIntegrityError, ensure_dataset
+
+    target = Path(args.output or _settings().data_path)
+    try:
+        ensure_dataset(target)
+    except DataIntegrityError as exc:
+        print(f"data error: {exc}", file=sys.stderr)
+        return 1
+    print(f"data set ready: {target}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from loan_default.core.logging import configure_logging
+    from loan_default.data.dataset import DataValidationError
+    from loan_default.training.pipeline import train
+
+    settings = _settings()
+    configure_logging(settings)
+    try:
+        report = train(
+            settings,
+            data_path=Path(args.data) if args.data else None,
+            report_path=Path(args.report) if args.report else None,
+        )
+    except DataValidationError as exc:
+        print("training data rejected:", file=sys.stderr)
+        for p in exc.problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 2
+    _print_report(report)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    from loan_default.registry.client import Registry, RegistryError
+
+    settings = _settings()
+    registry = Registry(settings)
+    try:
+        if args.model_cmd == "list":
+            versions = registry.list_versions()
+            if not versions:
+                print(f"no versions of {settings.model_name!r} registered")
+            for v in versions:
+                aliases = ",".join("@" + a for a in v.aliases) or "-"
+                print(f"v{v.version:<4} {aliases:<14} promoted={v.tags.get('promoted', '?'):<5} "
+                      f"{v.tags.get('gate_reason', '')}")
+        elif args.model_cmd == "promote":
+            registry.promote(str(args.version), reason="manual promotion (CLI)")
+            print(f"@{settings.model_alias} -> v{args.version}")
+        elif args.model_cmd == "rollback":
+            old, new = registry.rollback()
+            print(f"@{settings.model_alias}: v{old} -> v{new}")
+        elif args.model_cmd == "current":
+            print(registry.alias_version() or "none")
+    except RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="loan-default", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("data", help="derive training/Default_Fin.csv from the ISLP wheel")
+    p.add_argument("--output", help="target path (default: DATA_PATH)")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("train", help="train, register and (if it passes the gate) promote")
+    p.add_argument("--data", help="training CSV (default: DATA_PATH)")
+    p.add_argument("--report", help="write the JSON report here")
+    p.add_argument("--json", action="store_true", help="also print the JSON report")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("model", help="registry operations")
+    msub = p.add_subparsers(dest="model_cmd", required=True)
+    msub.add_parser("list", help="list registered versions")
+    mp = msub.add_parser("promote", help="point the serving alias at VERSION")
+    mp.add_argument("version", type=int)
+    msub.add_parser("rollback", help="alias back to the previous production version")
+    msub.add_parser("current", help="print the version the serving alias points to")
+    p.set_defaults(func=cmd_model)
+
+    _add_service_commands(sub)
+    return parser
+
+
+def _add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`serve` and `worker` are added by the API and batch packages."""
+    try:
+        from loan_default.api.server import add_serve_command
+    except ImportError:
+        pass
+    else:
+        add_serve_command(sub)
+    try:
+        from loan_default.worker.cli import add_worker_command
+    except ImportError:
+        pass
+    else:
+        add_worker_command(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception:
+        logger.exception("command failed")
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,178 @@
+"""The one settings class. Every variable is documented in `.env.example` and the README.
+
+Variable names carry no prefix because clients and operators already use the names in the
+API contract (`API_KEYS`, `MLFLOW_TRACKING_URI`, `RATE_LIMIT_PER_MINUTE`, ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, computed_field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The key shipped in `.env.example`; refused when ENVIRONMENT=production.
+EXAMPLE_API_KEY = "dev-key-change-me"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration for training, the API and the batch worker."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    environment: Literal["development", "test", "production"] = "development"
+    """`production` switches logs to JSON lines and refuses the example API key."""
+    log_level: str = "INFO"
+
+    # --- auth -------------------------------------------------------------------------------
+    api_keys: str = EXAMPLE_API_KEY
+    """Comma-separated accepted keys; several so a key can be rotated without downtime."""
+    api_key: str | None = None
+    """A single extra accepted key (kept for compatibility with single-key deployments)."""
+    api_key_hashes: str = ""
+    """Comma-separated sha256 hex digests of accepted keys, so plain keys need not sit in env."""
+
+    # --- MLflow -----------------------------------------------------------------------------
+    mlflow_tracking_uri: str = "sqlite:///mlflow/mlflow.db"
+    """Tracking + registry store; SQLite needs no server, any MLflow URI works."""
+    mlflow_artifact_root: str = "mlflow/artifacts"
+    """Where new experiments keep artifacts (only used when the experiment is created)."""
+    mlflow_experiment: str = "loan-default"
+    model_name: str = "loan-default"
+    model_alias: str = "production"
+    model_reload_interval_s: float = Field(default=30.0, gt=0)
+    model_load_retry_max_s: float = Field(default=30.0, gt=0)
+    """Upper bound of the exponential back-off while no model could be loaded."""
+    model_cache_dir: str = ""
+    """Where downloaded model bundles are kept (default: a temp dir per process)."""
+
+    # --- training ---------------------------------------------------------------------------
+    data_path: str = "training/Default_Fin.csv"
+    candidate: Literal["xgb_smote", "xgb_weighted"] = "xgb_smote"
+    """Which XGBoost family is registered (the logistic baseline is only compared)."""
+    threshold_objective: str = "f1"
+    """`f1`, `recall>=R` (e.g. `recall>=0.8`) or `cost` (uses the two costs below)."""
+    cost_false_negative: float = Field(default=10.0, gt=0)
+    cost_false_positive: float = Field(default=1.0, gt=0)
+    calibration_method: Literal["isotonic", "sigmoid"] = "sigmoid"
+    risk_band_medium: float = Field(default=0.3, gt=0, lt=1)
+    """Probabilities >= this are Medium risk."""
+    risk_band_high: float = Field(default=0.7, gt=0, lt=1)
+    """Probabilities >= this are High risk."""
+    gate_min_roc_auc: float = 0.945
+    gate_min_pr_auc: float = 0.45
+    gate_max_brier: float = 0.024
+    gate_min_f1: float = 0.45
+    gate_min_improvement: float = 0.0
+    """A candidate must beat production by more than this on ROC-AUC or Brier to be promoted."""
+    random_seed: int = 42
+
+    # --- API --------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=8005, ge=1, le=65535)
+    web_concurrency: int = Field(default=1, ge=1)
+    rate_limit_per_minute: int = Field(default=100, ge=1)
+    rate_limit_storage_uri: str = "memory://"
+    max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    """Requests with larger bodies are refused with 413 before they are parsed."""
+    max_upload_bytes: int = Field(default=100_000_000, ge=1024)
+    cors_origins: str = ""
+    """Comma-separated allowed origins; empty keeps CORS closed."""
+
+    # --- drift ------------------------------------------------------------------------------
+    drift_window_size: int = Field(default=1000, ge=10)
+    drift_sampling_rate: float = Field(default=0.1, ge=0, le=1)
+    drift_batch_sampling_rate: float = Field(default=0.05, ge=0, le=1)
+    drift_psi_threshold: float = Field(default=0.15, gt=0)
+    drift_min_samples: int = Field(default=100, ge=1)
+    """PSI is not reported (nor alerted on) before the window holds this many samples."""
+    drift_interval_s: float = Field(default=5.0, gt=0)
+
+    # --- batch ------------------------------------------------------------------------------
+    celery_broker_url: str = ""
+    """Empty: an embedded SQLite broker under `celery_data_dir`, so no server is needed."""
+    celery_result_backend: str = ""
+    celery_data_dir: str = "var/celery"
+    celery_visibility_timeout_s: int = Field(default=300, ge=1)
+    """Seconds before Redis redelivers a message held by a dead worker; keep > longest chunk."""
+    batch_max_rows: int = Field(default=1000, ge=1)
+    batch_file_max_rows: int = Field(default=1_000_000, ge=1)
+    batch_chunk_size: int = Field(default=50_000, ge=100)
+    batch_result_ttl_s: int = Field(default=86_400, ge=60)
+    batch_store_url: str = ""
+    """Redis URL for job records/results; empty uses the broker's Redis or a local dir."""
+
+    prometheus_multiproc_dir: str = ""
+
+    @field_validator("threshold_objective")
+    @classmethod
+    def _check_objective(cls, v: str) -> str:
+        v = v.strip().replace(" ", "")
+        if v in {"f1", "cost"}:
+            return v
+        if v.startswith("recall>="):
+            try:
+                r = float(v.removeprefix("recall>="))
+            except ValueError as exc:
+                raise ValueError("THRESHOLD_OBJECTIVE recall>=R needs a number R") from exc
+            if not 0 < r <= 1:
+                raise ValueError("THRESHOLD_OBJECTIVE recall>=R needs 0 < R <= 1")
+            return v
+        raise ValueError("THRESHOLD_OBJECTIVE must be 'f1', 'cost' or 'recall>=R'")
+
+    @model_validator(mode="after")
+    def _check_cross_field(self) -> Settings:
+        if self.risk_band_medium >= self.risk_band_high:
+            raise ValueError("RISK_BAND_MEDIUM must be below RISK_BAND_HIGH")
+        if not self.accepted_keys and not self.accepted_key_hashes:
+            raise ValueError("no API key configured: set API_KEYS or API_KEY_HASHES")
+        if self.environment == "production" and (
+            EXAMPLE_API_KEY in self.accepted_keys
+            or _sha256(EXAMPLE_API_KEY) in self.accepted_key_hashes
+        ):
+            raise ValueError(
+                "refusing to start in production with the example API key; set API_KEYS"
+            )
+        return self
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def accepted_keys(self) -> tuple[str, ...]:
+        keys = [k.strip() for k in self.api_keys.split(",") if k.strip()]
+        if self.api_key and self.api_key.strip():
+            keys.append(self.api_key.strip())
+        return tuple(dict.fromkeys(keys))
+
+    @property
+    def accepted_key_hashes(self) -> frozenset[str]:
+        """sha256 digests of every accepted key, plain ones included: auth compares digests."""
+        digests = {h.strip().lower() for h in self.api_key_hashes.split(",") if h.strip()}
+        digests.update(_sha256(k) for k in self.accepted_keys)
+        return frozenset(digests)
+
+    @property
+    def json_logs(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    @property
+    def data_file(self) -> Path:
+        return Path(self.data_path)
+
+
+def _sha256(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Process-wide settings; tests build their own `Settings(...)` instead of patching env."""
+    return Settings()

@@ -1,0 +1,57 @@
+"""Loguru set-up shared by the API, the worker and the CLI; safe to call more than once.
+
+Development gets human-readable lines; `ENVIRONMENT=production` gets one JSON object per line.
+Request context (request id, model version) is bound through contextvars by the API middleware.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from types import FrameType
+
+from loguru import logger
+
+from loan_default.core.config import Settings
+
+_configured: tuple[str, bool] | None = None
+
+
+class _InterceptHandler(logging.Handler):
+    """Route stdlib logging (uvicorn, celery, mlflow) into loguru so there is one format."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        frame: FrameType | None = logging.currentframe()
+        depth = 2
+        while frame is not None and frame.f_code.co_filename == logging.__file__:
+            frame = frame.f_back
+            depth += 1
+        logger.opt(depth=depth, exception=record.exc_info).log(level, record.getMessage())
+
+
+def configure_logging(settings: Settings, *, intercept_stdlib: bool = True) -> None:
+    global _configured
+    key = (settings.log_level.upper(), settings.json_logs)
+    if _configured == key:
+        return
+    logger.remove()
+    if settings.json_logs:
+        logger.add(sys.stderr, level=key[0], serialize=True, backtrace=False, diagnose=False)
+    else:
+        logger.add(
+            sys.stderr,
+            level=key[0],
+            backtrace=False,
+            diagnose=False,
+            format="<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
+            "<cyan>{name}</cyan> {message} <dim>{extra}</dim>",
+        )
+    if intercept_stdlib:
+        logging.basicConfig(handlers=[_InterceptHandler()], level=0, force=True)
+        for noisy in ("alembic", "mlflow", "urllib3", "git", "matplotlib", "PIL"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    _configured = key

@@ -1,0 +1,166 @@
+"""Thin wrapper over the MLflow registry: aliases, promotion history, bundle download.
+
+Stages are deprecated in MLflow; the serving pointer is an alias (default `production`). MLflow
+keeps no history of where an alias pointed, so each promotion appends the version to a
+registered-model tag; rollback pops it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from loan_default.core.config import Settings
+from loan_default.model.bundle import CARD_FILE, ModelBundle, ModelLoadError
+
+HISTORY_TAG = "alias_history.{alias}"
+
+
+class RegistryError(RuntimeError):
+    """A registry operation cannot be done (unknown version, nothing to roll back to, ...)."""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    aliases: list[str]
+    tags: dict[str, str]
+    run_id: str | None
+    created: int
+
+
+def configure_tracking(settings: Settings) -> None:
+    """Point MLflow at the configured store; create `mlflow/` for the embedded SQLite default."""
+    uri = settings.mlflow_tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+
+
+class Registry:
+    def __init__(self, settings: Settings) -> None:
+        configure_tracking(settings)
+        self.settings = settings
+        self.name = settings.model_name
+        self.alias = settings.model_alias
+        self.client = MlflowClient(
+            tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri
+        )
+
+    # --- experiment ----------------------------------------------------------------------
+    def ensure_experiment(self) -> str:
+        exp = self.client.get_experiment_by_name(self.settings.mlflow_experiment)
+        if exp is not None:
+            return str(exp.experiment_id)
+        location = None
+        if self.settings.mlflow_tracking_uri.startswith("sqlite:") or (
+            "://" not in self.settings.mlflow_artifact_root
+        ):
+            root = Path(self.settings.mlflow_artifact_root).resolve()
+            root.mkdir(parents=True, exist_ok=True)
+            location = root.as_uri()
+        return str(self.client.create_experiment(self.settings.mlflow_experiment, location))
+
+    # --- versions and aliases ------------------------------------------------------------
+    def alias_version(self, alias: str | None = None) -> str | None:
+        """Version the alias points to, or None if there is none (or no registered model)."""
+        try:
+            mv = self.client.get_model_version_by_alias(self.name, alias or self.alias)
+        except MlflowException as exc:
+            if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+                return None
+            raise
+        return str(mv.version)
+
+    def list_versions(self) -> list[VersionInfo]:
+        try:
+            versions = self.client.search_model_versions(f"name='{self.name}'")
+        except MlflowException:
+            return []
+        out = [
+            VersionInfo(
+                version=str(v.version),
+                aliases=list(getattr(v, "aliases", []) or []),
+                tags=dict(v.tags or {}),
+                run_id=v.run_id,
+                created=int(v.creation_timestamp or 0),
+            )
+            for v in versions
+        ]
+        return sorted(out, key=lambda v: int(v.version))
+
+    def _history(self) -> list[str]:
+        try:
+            rm = self.client.get_registered_model(self.name)
+        except MlflowException:
+            return []
+        raw = (rm.tags or {}).get(HISTORY_TAG.format(alias=self.alias), "")
+        return [v for v in raw.split(",") if v]
+
+    def _set_history(self, history: list[str]) -> None:
+        self.client.set_registered_model_tag(
+            self.name, HISTORY_TAG.format(alias=self.alias), ",".join(history[-50:])
+        )
+
+    def promote(self, version: str, *, reason: str = "manual promotion") -> None:
+        """Point the serving alias at `version` and record it in the promotion history."""
+        try:
+            self.client.get_model_version(self.name, str(version))
+        except MlflowException as exc:
+            raise RegistryError(f"model {self.name!r} has no version {version}") from exc
+        self.client.set_registered_model_alias(self.name, self.alias, str(version))
+        self.client.set_model_version_tag(self.name, str(version), "promoted", "true")
+        self.client.set_model_version_tag(self.name, str(version), "promotion_reason", reason)
+        history = self._history()
+        if not history or history[-1] != str(version):
+            history.append(str(version))
+        self._set_history(history)
+
+    def rollback(self) -> tuple[str, str]:
+        """Move the alias back to the previous production version; returns (from, to)."""
+        current = self.alias_version()
+        history = self._history()
+        if current is not None and history and history[-1] == current:
+            history.pop()
+        while history and history[-1] == current:
+            history.pop()
+        if current is None or not history:
+            raise RegistryError(f"no earlier {self.alias!r} version of {self.name!r} to roll back to")
+        target = history[-1]
+        self.client.set_registered_model_alias(self.name, self.alias, target)
+        self.client.set_model_version_tag(self.name, current, "rolled_back", "true")
+        self._set_history(history)
+        return current, target
+
+    # --- bundles -------------------------------------------------------------------------
+    def download_bundle_dir(self, version: str, dst: Path | None = None) -> Path:
+        dst = dst or Path(tempfile.mkdtemp(prefix=f"loan-default-v{version}-"))
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{self.name}/{version}", dst_path=str(dst)
+            )
+        )
+        cards = sorted(local.rglob(CARD_FILE))
+        if not cards:
+            raise ModelLoadError(f"version {version} of {self.name!r} has no {CARD_FILE}")
+        return cards[0].parent
+
+    def load_bundle(self, version: str, *, alias: str | None = None) -> ModelBundle:
+        directory = self.download_bundle_dir(version)
+        return ModelBundle.load(directory, name=self.name, version=version, alias=alias)
+
+    def load_alias(self) -> ModelBundle | None:
+        version = self.alias_version()
+        if version is None:
+            return None
+        return self.load_bundle(version, alias=self.alias)
+
+    def version_tags(self, version: str) -> dict[str, Any]:
+        return dict(self.client.get_model_version(self.name, version).tags or {})

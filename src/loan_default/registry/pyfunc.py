@@ -1,0 +1,39 @@
+"""MLflow pyfunc flavour over the model bundle, so `mlflow models serve` and `spark_udf` work.
+
+The pyfunc is logged "from code" (this module's sibling `pyfunc_model.py`), so MLflow stores no
+pickled Python object; its artifacts are the same booster/ONNX/card files the API loads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from loan_default.features import RAW_FEATURES
+from loan_default.model.bundle import ModelBundle
+
+
+class LoanDefaultPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    """Input: DataFrame with employed, bank_balance, annual_salary. Output: scored columns."""
+
+    bundle: ModelBundle | None = None
+
+    def load_context(self, context: Any) -> None:
+        self.bundle = ModelBundle.load(Path(context.artifacts["bundle"]))
+
+    def predict(self, context: Any, model_input: Any, params: Any = None) -> pd.DataFrame:
+        if self.bundle is None:
+            self.load_context(context)
+        assert self.bundle is not None
+        frame = pd.DataFrame(model_input)
+        missing = [c for c in RAW_FEATURES if c not in frame.columns]
+        if missing:
+            raise ValueError(f"missing input columns: {missing}")
+        p, pred = self.bundle.score_raw(frame[list(RAW_FEATURES)].to_numpy(dtype=np.float64))
+        return pd.DataFrame(
+            {"probability": p, "prediction": pred, "default_risk": self.bundle.risk_labels(p)}
+        )
