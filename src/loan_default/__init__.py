@@ -1,3 +1,3 @@
-"""loan-default: calibrated probability-of-default scoring with an MLflow-governed model lifecycle."""
+"""loan-default: calibrated probability-of-default scoring, MLflow-governed lifecycle."""
 
 __version__ = "0.1.0"

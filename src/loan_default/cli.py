@@ -26,12 +26,25 @@ def _settings() -> Settings:
 def _print_report(report: dict[str, object]) -> None:
     tm = report["test_metrics"]
     assert isinstance(tm, dict)
-    print(f"model {report['model_name']} v{report['model_version']} "
-          f"({'PROMOTED to @' + str(report['alias']) if report['promoted'] else 'not promoted'})")
+    print(
+        f"model {report['model_name']} v{report['model_version']} "
+        f"({'PROMOTED to @' + str(report['alias']) if report['promoted'] else 'not promoted'})"
+    )
     print(f"  reason: {report['reason']}")
     print("  test metrics (2000-row fixed split):")
-    for k in ("roc_auc", "pr_auc", "brier", "precision_at_recall_0_8", "f1", "precision",
-              "recall", "accuracy", "log_loss", "ece", "threshold"):
+    for k in (
+        "roc_auc",
+        "pr_auc",
+        "brier",
+        "precision_at_recall_0_8",
+        "f1",
+        "precision",
+        "recall",
+        "accuracy",
+        "log_loss",
+        "ece",
+        "threshold",
+    ):
         print(f"    {k:<24} {tm[k]:.4f}")
     cv = report["cv_metrics"]
     assert isinstance(cv, dict)
@@ -88,8 +101,10 @@ def cmd_model(args: argparse.Namespace) -> int:
                 print(f"no versions of {settings.model_name!r} registered")
             for v in versions:
                 aliases = ",".join("@" + a for a in v.aliases) or "-"
-                print(f"v{v.version:<4} {aliases:<14} promoted={v.tags.get('promoted', '?'):<5} "
-                      f"{v.tags.get('gate_reason', '')}")
+                print(
+                    f"v{v.version:<4} {aliases:<14} promoted={v.tags.get('promoted', '?'):<5} "
+                    f"{v.tags.get('gate_reason', '')}"
+                )
         elif args.model_cmd == "promote":
             registry.promote(str(args.version), reason="manual promotion (CLI)")
             print(f"@{settings.model_alias} -> v{args.version}")
@@ -133,18 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`serve` and `worker` are added by the API and batch packages."""
-    try:
-        from loan_default.api.server import add_serve_command
-    except ImportError:
-        pass
-    else:
-        add_serve_command(sub)
-    try:
-        from loan_default.worker.cli import add_worker_command
-    except ImportError:
-        pass
-    else:
-        add_worker_command(sub)
+    from loan_default.api.server import add_serve_command
+    from loan_default.worker.cli import add_worker_command
+
+    add_serve_command(sub)
+    add_worker_command(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

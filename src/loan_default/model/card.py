@@ -9,6 +9,7 @@ live traffic with.
 from __future__ import annotations
 
 import bisect
+import math
 from typing import Literal
 
 import numpy as np
@@ -44,13 +45,13 @@ class Calibration(BaseModel):
     def apply(self, p: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
         p = np.asarray(p, dtype=np.float64)
         if self.method == "isotonic":
-            return np.interp(p, self.x, self.y)
+            return np.asarray(np.interp(p, self.x, self.y), dtype=np.float64)
         if self.method == "sigmoid":
             eps = 1e-12
             q = np.clip(p, eps, 1 - eps)
             logit = np.log(q / (1 - q))
-            return 1.0 / (1.0 + np.exp(self.a * logit + self.b))
-        return p
+            return np.asarray(1.0 / (1.0 + np.exp(self.a * logit + self.b)), dtype=np.float64)
+        return np.asarray(p, dtype=np.float64)
 
     def apply_one(self, p: float) -> float:
         """Scalar version for the single-row path: bisect on lists beats numpy for one value."""
@@ -63,7 +64,11 @@ class Calibration(BaseModel):
             i = bisect.bisect_right(xs, p)
             x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
             return y0 if x1 == x0 else y0 + (y1 - y0) * (p - x0) / (x1 - x0)
-        return float(self.apply(np.array([p]))[0])
+        if self.method == "sigmoid":
+            q = min(max(p, 1e-12), 1 - 1e-12)
+            z = self.a * math.log(q / (1 - q)) + self.b
+            return 1.0 / (1.0 + math.exp(z)) if z < 700 else 0.0
+        return p
 
 
 class RiskBands(BaseModel):

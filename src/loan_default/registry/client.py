@@ -132,7 +132,9 @@ class Registry:
         while history and history[-1] == current:
             history.pop()
         if current is None or not history:
-            raise RegistryError(f"no earlier {self.alias!r} version of {self.name!r} to roll back to")
+            raise RegistryError(
+                f"no earlier {self.alias!r} version of {self.name!r} to roll back to"
+            )
         target = history[-1]
         self.client.set_registered_model_alias(self.name, self.alias, target)
         self.client.set_model_version_tag(self.name, current, "rolled_back", "true")

@@ -9,15 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc.model import PythonModel
 
 from loan_default.features import RAW_FEATURES
 from loan_default.model.bundle import ModelBundle
 
 
-class LoanDefaultPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class LoanDefaultPyfunc(PythonModel):
     """Input: DataFrame with employed, bank_balance, annual_salary. Output: scored columns."""
 
     bundle: ModelBundle | None = None

@@ -37,7 +37,8 @@ class CandidateResult:
     @property
     def booster(self) -> xgb.Booster:
         step = self.estimator.steps[-1][1] if hasattr(self.estimator, "steps") else self.estimator
-        return step.get_booster()
+        booster: xgb.Booster = step.get_booster()
+        return booster
 
 
 def _xgb_params(seed: int, depth: int) -> dict[str, Any]:

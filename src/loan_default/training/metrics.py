@@ -17,9 +17,7 @@ from sklearn.metrics import (
 )
 
 
-def expected_calibration_error(
-    y: npt.ArrayLike, p: npt.ArrayLike, *, n_bins: int = 10
-) -> float:
+def expected_calibration_error(y: npt.ArrayLike, p: npt.ArrayLike, *, n_bins: int = 10) -> float:
     """Weighted mean |observed rate - mean predicted| over equal-width probability bins."""
     labels = np.asarray(y, dtype=np.float64)
     probs = np.asarray(p, dtype=np.float64)

@@ -62,7 +62,7 @@ def split(data: TrainingData) -> tuple[Any, Any, Any, Any]:
         raise ValueError(f"need at least 50 rows to train, got {n}")
     train_size: int | float = TRAIN_SIZE if n >= TRAIN_SIZE + TEST_SIZE else 0.8
     test_size: int | float = TEST_SIZE if n >= TRAIN_SIZE + TEST_SIZE else 0.2
-    return train_test_split(
+    parts: tuple[Any, Any, Any, Any] = train_test_split(
         data.X,
         data.y,
         train_size=train_size,
@@ -70,6 +70,7 @@ def split(data: TrainingData) -> tuple[Any, Any, Any, Any]:
         random_state=SPLIT_SEED,
         stratify=data.y,
     )
+    return parts
 
 
 def feature_distribution(matrix: npt.NDArray[np.float32]) -> dict[str, FeatureDistribution]:
@@ -126,15 +127,20 @@ def gate(
     if failures:
         return GateDecision(False, "below minimums: " + "; ".join(failures), prod_version, None)
     if prod_version is None:
-        return GateDecision(True, f"passes minimums; no {settings.model_alias!r} version yet",
-                            None, None)
+        return GateDecision(
+            True, f"passes minimums; no {settings.model_alias!r} version yet", None, None
+        )
     try:
         prod = registry.load_bundle(prod_version)
     except ModelLoadError as exc:
-        logger.warning("current production v{} cannot be loaded ({}); gating on minimums only",
-                       prod_version, exc)
-        return GateDecision(True, f"passes minimums; production v{prod_version} unloadable",
-                            prod_version, None)
+        logger.warning(
+            "current production v{} cannot be loaded ({}); gating on minimums only",
+            prod_version,
+            exc,
+        )
+        return GateDecision(
+            True, f"passes minimums; production v{prod_version} unloadable", prod_version, None
+        )
     p_prod, _ = prod.score_matrix(X_test)
     prod_metrics = evaluate(y_test, p_prod, threshold=prod.card.threshold)
     d_auc = metrics["roc_auc"] - prod_metrics["roc_auc"]
@@ -147,19 +153,20 @@ def gate(
     if d_auc < -tol or d_brier < -tol:
         return GateDecision(False, f"worse than production: {cmp}", prod_version, prod_metrics)
     if max(d_auc, d_brier) <= settings.gate_min_improvement + tol:
-        return GateDecision(False, f"not better than production: {cmp}", prod_version,
-                            prod_metrics)
+        return GateDecision(False, f"not better than production: {cmp}", prod_version, prod_metrics)
     return GateDecision(True, f"better than production: {cmp}", prod_version, prod_metrics)
 
 
 def _pyfunc_code_path() -> str:
     spec = importlib.util.find_spec("loan_default.registry.pyfunc_model")
-    assert spec is not None and spec.origin is not None
+    assert spec is not None
+    assert spec.origin is not None
     return spec.origin
 
 
-def train(settings: Settings, *, data_path: Path | None = None,
-          report_path: Path | None = None) -> dict[str, Any]:
+def train(
+    settings: Settings, *, data_path: Path | None = None, report_path: Path | None = None
+) -> dict[str, Any]:
     """Run the whole pipeline; returns (and optionally writes) the JSON report.
 
     Raises DataValidationError before any MLflow run is created if the data are unusable.
@@ -175,16 +182,24 @@ def train(settings: Settings, *, data_path: Path | None = None,
     commit = git_commit()
 
     with mlflow.start_run(experiment_id=experiment_id, run_name="train") as parent:
-        mlflow.set_tags({"data_sha256": data.sha256, "git_commit": commit,
-                         "candidate": settings.candidate})
-        mlflow.log_params({
-            "data_path": str(path), "data_sha256": data.sha256, "git_commit": commit,
-            "n_rows": len(data.y), "train_size": len(y_tr), "test_size": len(y_te),
-            "split_seed": SPLIT_SEED, "candidate": settings.candidate,
-            "calibration_method": settings.calibration_method,
-            "threshold_objective": settings.threshold_objective,
-            "features": ",".join(FEATURE_NAMES),
-        })
+        mlflow.set_tags(
+            {"data_sha256": data.sha256, "git_commit": commit, "candidate": settings.candidate}
+        )
+        mlflow.log_params(
+            {
+                "data_path": str(path),
+                "data_sha256": data.sha256,
+                "git_commit": commit,
+                "n_rows": len(data.y),
+                "train_size": len(y_tr),
+                "test_size": len(y_te),
+                "split_seed": SPLIT_SEED,
+                "candidate": settings.candidate,
+                "calibration_method": settings.calibration_method,
+                "threshold_objective": settings.threshold_objective,
+                "features": ",".join(FEATURE_NAMES),
+            }
+        )
         results: dict[str, dict[str, Any]] = {}
         chosen: dict[str, Any] = {}
         for family in FAMILIES:
@@ -193,35 +208,48 @@ def train(settings: Settings, *, data_path: Path | None = None,
             if family == "logreg":
                 calibration = Calibration(method="identity")
             else:
-                calibration = fit_calibration(res.oof_raw, y_tr,
-                                              method=settings.calibration_method)
+                calibration = fit_calibration(res.oof_raw, y_tr, method=settings.calibration_method)
             oof_cal = calibration.apply(res.oof_raw)
             threshold = select_threshold(
-                y_tr, oof_cal, objective=settings.threshold_objective,
-                cost_fn=settings.cost_false_negative, cost_fp=settings.cost_false_positive,
+                y_tr,
+                oof_cal,
+                objective=settings.threshold_objective,
+                cost_fn=settings.cost_false_negative,
+                cost_fp=settings.cost_false_positive,
             )
             raw_test = res.estimator.predict_proba(X_te)[:, 1]
             p_test = calibration.apply(raw_test)
             test_metrics = evaluate(y_te, p_test, threshold=threshold)
-            cv = {"cv_roc_auc_mean": float(np.mean(res.fold_roc_auc)),
-                  "cv_roc_auc_std": float(np.std(res.fold_roc_auc)),
-                  **{f"oof_{k}": v for k, v in
-                     evaluate(y_tr, oof_cal, threshold=threshold).items()},
-                  **res.depth_search}
+            cv = {
+                "cv_roc_auc_mean": float(np.mean(res.fold_roc_auc)),
+                "cv_roc_auc_std": float(np.std(res.fold_roc_auc)),
+                **{f"oof_{k}": v for k, v in evaluate(y_tr, oof_cal, threshold=threshold).items()},
+                **res.depth_search,
+            }
             with mlflow.start_run(experiment_id=experiment_id, run_name=family, nested=True):
-                mlflow.log_params({k: v for k, v in res.params.items()})
+                mlflow.log_params(dict(res.params.items()))
                 mlflow.log_params({"family": family, "calibration": calibration.method})
                 mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items()})
                 mlflow.log_metrics(cv)
                 mlflow.log_metric("fit_seconds", time.perf_counter() - t0)
-            results[family] = {"test_metrics": test_metrics, "cv_metrics": cv,
-                               "params": res.params}
+            results[family] = {"test_metrics": test_metrics, "cv_metrics": cv, "params": res.params}
             if family == settings.candidate:
-                chosen = {"res": res, "calibration": calibration, "threshold": threshold,
-                          "p_test": p_test, "test_metrics": test_metrics, "cv": cv}
-        mlflow.log_metrics({f"{fam}_test_{k}": v for fam, r in results.items()
-                            for k, v in r["test_metrics"].items()
-                            if k in {"roc_auc", "pr_auc", "brier", "f1"}})
+                chosen = {
+                    "res": res,
+                    "calibration": calibration,
+                    "threshold": threshold,
+                    "p_test": p_test,
+                    "test_metrics": test_metrics,
+                    "cv": cv,
+                }
+        mlflow.log_metrics(
+            {
+                f"{fam}_test_{k}": v
+                for fam, r in results.items()
+                for k, v in r["test_metrics"].items()
+                if k in {"roc_auc", "pr_auc", "brier", "f1"}
+            }
+        )
 
         res = chosen["res"]
         booster = res.booster
@@ -229,29 +257,41 @@ def train(settings: Settings, *, data_path: Path | None = None,
         full = build_matrix(data.X)
         card = ModelCard(
             model_type=f"{settings.candidate} (XGBoost, {settings.calibration_method} calibrated)",
-            features=list(FEATURE_NAMES), raw_features=list(RAW_FEATURES),
+            features=list(FEATURE_NAMES),
+            raw_features=list(RAW_FEATURES),
             engineered_features=list(ENGINEERED_FEATURES),
-            calibration=chosen["calibration"], threshold=chosen["threshold"],
+            calibration=chosen["calibration"],
+            threshold=chosen["threshold"],
             threshold_objective=settings.threshold_objective,
             risk_bands=RiskBands(medium=settings.risk_band_medium, high=settings.risk_band_high),
-            test_metrics=chosen["test_metrics"], cv_metrics=chosen["cv"],
+            test_metrics=chosen["test_metrics"],
+            cv_metrics=chosen["cv"],
             training_distribution=feature_distribution(X_tr),
             trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            data_sha256=data.sha256, git_commit=commit,
-            params={k: v for k, v in res.params.items()
-                    if isinstance(v, str | int | float | bool) or v is None},
+            data_sha256=data.sha256,
+            git_commit=commit,
+            params={
+                k: v
+                for k, v in res.params.items()
+                if isinstance(v, str | int | float | bool) or v is None
+            },
         )
         with tempfile.TemporaryDirectory() as tmp:
-            bundle_dir = save_bundle(Path(tmp) / "bundle", booster=booster,
-                                     onnx_model=onnx_model, card=card)
+            bundle_dir = save_bundle(
+                Path(tmp) / "bundle", booster=booster, onnx_model=onnx_model, card=card
+            )
             bundle = ModelBundle.load(bundle_dir, name=settings.model_name)
             # Parity on every row of the data set, not just the probe rows checked at load.
             parity = bundle.check_parity(full)
             mlflow.log_metric("onnx_max_abs_diff", parity)
             plot_paths = write_plots(
-                Path(tmp) / "plots", y=y_te, p=chosen["p_test"], threshold=chosen["threshold"],
-                importance={k: float(v) for k, v in
-                            booster.get_score(importance_type="gain").items()},
+                Path(tmp) / "plots",
+                y=y_te,
+                p=chosen["p_test"],
+                threshold=chosen["threshold"],
+                importance={
+                    k: float(v) for k, v in booster.get_score(importance_type="gain").items()
+                },
             )
             for pp in plot_paths:
                 mlflow.log_artifact(str(pp), artifact_path="plots")
@@ -265,16 +305,22 @@ def train(settings: Settings, *, data_path: Path | None = None,
             )
             pkg_dir = str(Path(_pyfunc_code_path()).parents[1])
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=_pyfunc_code_path(),
-                artifacts={"bundle": str(bundle_dir)}, code_paths=[pkg_dir],
-                signature=signature, input_example=example,
+                name="model",
+                python_model=_pyfunc_code_path(),
+                artifacts={"bundle": str(bundle_dir)},
+                code_paths=[pkg_dir],
+                signature=signature,
+                input_example=example,
             )
         mv = mlflow.register_model(info.model_uri, settings.model_name)
         version = str(mv.version)
         client = registry.client
-        for k, v in {"data_sha256": data.sha256, "git_commit": commit,
-                     "run_id": parent.info.run_id,
-                     "onnx_max_abs_diff": f"{parity:.3e}"}.items():
+        for k, v in {
+            "data_sha256": data.sha256,
+            "git_commit": commit,
+            "run_id": parent.info.run_id,
+            "onnx_max_abs_diff": f"{parity:.3e}",
+        }.items():
             client.set_model_version_tag(settings.model_name, version, k, v)
         decision = gate(settings, registry, chosen["test_metrics"], X_te, y_te)
         client.set_model_version_tag(settings.model_name, version, "gate_reason", decision.reason)
@@ -282,8 +328,13 @@ def train(settings: Settings, *, data_path: Path | None = None,
             registry.promote(version, reason=decision.reason)
         else:
             client.set_model_version_tag(settings.model_name, version, "promoted", "false")
-        mlflow.set_tags({"model_version": version, "promoted": str(decision.promoted).lower(),
-                         "gate_reason": decision.reason})
+        mlflow.set_tags(
+            {
+                "model_version": version,
+                "promoted": str(decision.promoted).lower(),
+                "gate_reason": decision.reason,
+            }
+        )
         elapsed = time.perf_counter() - started
         mlflow.log_metric("training_seconds", elapsed)
 

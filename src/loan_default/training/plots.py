@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import numpy.typing as npt  # noqa: E402
-from sklearn.calibration import calibration_curve  # noqa: E402
-from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import numpy.typing as npt
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_curve
 
 
 def write_plots(
@@ -26,7 +27,7 @@ def write_plots(
     directory.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
 
-    def save(fig: plt.Figure, name: str) -> None:
+    def save(fig: Any, name: str) -> None:
         path = directory / name
         fig.tight_layout()
         fig.savefig(path, dpi=90)
@@ -50,8 +51,11 @@ def write_plots(
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(mean_pred, frac, "o-")
     ax.plot([0, 1], [0, 1], "--", color="grey")
-    ax.set(xlabel="Mean predicted probability", ylabel="Observed default rate",
-           title="Calibration (test)")
+    ax.set(
+        xlabel="Mean predicted probability",
+        ylabel="Observed default rate",
+        title="Calibration (test)",
+    )
     save(fig, "calibration_curve.png")
 
     cm = confusion_matrix(y, (p >= threshold).astype(int), labels=[0, 1])
@@ -59,8 +63,13 @@ def write_plots(
     ax.imshow(cm, cmap="Blues")
     for (i, j), v in np.ndenumerate(cm):
         ax.text(j, i, str(v), ha="center", va="center")
-    ax.set(xticks=[0, 1], yticks=[0, 1], xlabel="Predicted", ylabel="Actual",
-           title=f"Confusion @ {threshold:.3f}")
+    ax.set(
+        xticks=[0, 1],
+        yticks=[0, 1],
+        xlabel="Predicted",
+        ylabel="Actual",
+        title=f"Confusion @ {threshold:.3f}",
+    )
     save(fig, "confusion_matrix.png")
 
     fig, ax = plt.subplots(figsize=(5, 3))

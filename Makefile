@@ -1,0 +1,73 @@
+# loan-default: `make run` (set up, train if needed, serve) and `make test` (everything CI runs).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
+DATA := training/Default_Fin.csv
+PYTEST_ARGS ?=
+
+.PHONY: help install data model run serve worker lint format test test-fast services bench clean
+
+help: ## list targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-12s %s\n", $$1, $$2}'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) requirements.txt pyproject.toml
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the pinned requirements + the package
+
+$(DATA): | $(STAMP)
+	$(BIN)/loan-default data --output $(DATA)
+
+data: $(STAMP) ## derive training/Default_Fin.csv from the ISLP wheel (checksummed)
+	$(BIN)/loan-default data --output $(DATA)
+
+model: $(DATA) ## train + register + promote, unless a model is already promoted
+	@if [ "$$($(BIN)/loan-default model current 2>/dev/null | tail -n1)" = "none" ]; then \
+		$(BIN)/loan-default train --report reports/train-report.json; \
+	else \
+		echo "a model is already promoted (v$$($(BIN)/loan-default model current | tail -n1)); 'loan-default train' retrains"; \
+	fi
+
+run: model ## set up everything, train if needed, then serve the API (port 8005) and batch worker
+	$(BIN)/loan-default run
+
+serve: $(STAMP) ## the API only
+	$(BIN)/loan-default serve
+
+worker: $(STAMP) ## the batch worker only
+	$(BIN)/loan-default worker
+
+services: ## start what the tests need (Redis) if nothing answers
+	bash .ci/ensure-redis.sh
+
+lint: $(STAMP) ## ruff format --check, ruff check, mypy
+	$(BIN)/ruff format --check src tests training bench
+	$(BIN)/ruff check src tests training bench
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests training bench
+	$(BIN)/ruff check --fix src tests training bench
+
+test: $(STAMP) $(DATA) services lint ## everything CI runs: lint, mypy, the whole test suite
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) $(DATA) ## unit tests only
+	$(BIN)/pytest -m unit --no-cov $(PYTEST_ARGS)
+
+bench: $(STAMP) ## run the benchmarks in bench/ (prints figures)
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache htmlcov .coverage* var reports

@@ -1,0 +1,1 @@
+"""Protocol-neutral services used by both the HTTP API and the Celery worker."""

@@ -1,0 +1,245 @@
+"""The one model service behind the API routes and the Celery tasks.
+
+It owns a reference to the current `ModelBundle`. A caller reads that reference once and uses it
+for the whole request, so a concurrent swap can never mix two versions in one answer; swapping is
+a single attribute assignment (atomic under the GIL). A background thread follows the registry
+alias and swaps in a new version only after it loaded and passed its checks; on any failure the
+old model keeps serving.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from loguru import logger
+
+from loan_default.core.config import Settings
+from loan_default.core.errors import ModelNotReady
+from loan_default.features import FEATURE_NAMES
+from loan_default.model.bundle import ModelBundle
+
+#: Called with a version string, returns the loaded bundle (raises on failure).
+BundleLoader = Callable[[str], ModelBundle]
+#: Returns the version the serving alias points to now (None: no such alias yet).
+AliasResolver = Callable[[], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    prediction: int
+    probability: float
+    default_risk: str
+    model_version: str
+    features_used: dict[str, float]
+    contributions: dict[str, float] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "prediction": self.prediction,
+            "probability": self.probability,
+            "default_risk": self.default_risk,
+            "model_version": self.model_version,
+            "features_used": self.features_used,
+        }
+        if self.contributions is not None:
+            out["contributions"] = self.contributions
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class BatchScores:
+    """Vectorised result of scoring many rows with one model version."""
+
+    model_version: str
+    probability: npt.NDArray[np.float64]
+    prediction: npt.NDArray[np.int8]
+    default_risk: npt.NDArray[np.str_]
+    features: npt.NDArray[np.float32]
+
+
+class ModelService:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        resolve_alias: AliasResolver | None = None,
+        load_version: BundleLoader | None = None,
+        bundle: ModelBundle | None = None,
+    ) -> None:
+        self.settings = settings
+        self._resolve_alias = resolve_alias
+        self._load_version = load_version
+        self._bundle: ModelBundle | None = bundle
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._reload_lock = threading.Lock()
+        self._listeners: list[Callable[[ModelBundle], None]] = []
+        self.last_check_ok: bool | None = None
+        self.last_error: str | None = None
+
+    @classmethod
+    def from_registry(cls, settings: Settings) -> ModelService:
+        """Service wired to the MLflow registry (import is lazy: mlflow is slow to import)."""
+        from loan_default.registry.client import Registry
+
+        registry = Registry(settings)
+        return cls(
+            settings=settings,
+            resolve_alias=registry.alias_version,
+            load_version=lambda v: registry.load_bundle(v, alias=settings.model_alias),
+        )
+
+    # --- state ---------------------------------------------------------------------------
+    @property
+    def bundle(self) -> ModelBundle | None:
+        return self._bundle
+
+    @property
+    def ready(self) -> bool:
+        return self._bundle is not None
+
+    def require(self) -> ModelBundle:
+        bundle = self._bundle
+        if bundle is None:
+            raise ModelNotReady("no model is loaded yet; retry shortly")
+        return bundle
+
+    def on_swap(self, listener: Callable[[ModelBundle], None]) -> None:
+        """Register a callback run after each swap (metrics gauge, drift reference...)."""
+        self._listeners.append(listener)
+
+    def swap(self, bundle: ModelBundle) -> None:
+        old = self._bundle
+        self._bundle = bundle
+        logger.info(
+            "serving model {} v{} (was {})",
+            bundle.name,
+            bundle.version,
+            f"v{old.version}" if old else "none",
+        )
+        for listener in self._listeners:
+            try:
+                listener(bundle)
+            except Exception:
+                logger.exception("model swap listener failed")
+
+    # --- scoring -------------------------------------------------------------------------
+    def predict_one(
+        self, *, employed: float, bank_balance: float, annual_salary: float, explain: bool = False
+    ) -> Prediction:
+        bundle = self.require()
+        scored = bundle.score_one(employed, bank_balance, annual_salary)
+        return Prediction(
+            prediction=scored.prediction,
+            probability=scored.probability,
+            default_risk=scored.default_risk,
+            model_version=bundle.version,
+            features_used={
+                "employed": float(employed),
+                "bank_balance": float(bank_balance),
+                "annual_salary": float(annual_salary),
+                "saving_rate": bank_balance / annual_salary,
+            },
+            contributions=(
+                bundle.contributions(employed, bank_balance, annual_salary) if explain else None
+            ),
+        )
+
+    def predict_matrix(self, matrix: npt.NDArray[np.float32]) -> BatchScores:
+        """Score a model matrix (n, 4) in FEATURE_NAMES order with one model version.
+
+        Uses the same ONNX graph and calibration as `predict_one`, so a row scored in a batch
+        gets exactly the probability the single-row endpoint returns.
+        """
+        bundle = self.require()
+        if matrix.ndim != 2 or matrix.shape[1] != len(FEATURE_NAMES):
+            raise ValueError(f"expected (n, {len(FEATURE_NAMES)}) matrix, got {matrix.shape}")
+        if matrix.shape[0] == 0:
+            p: npt.NDArray[np.float64] = np.empty(0)
+        else:
+            raw = bundle.raw_proba_onnx(np.ascontiguousarray(matrix, dtype=np.float32))
+            p = bundle.card.calibration.apply(raw)
+        return BatchScores(
+            model_version=bundle.version,
+            probability=p,
+            prediction=(p >= bundle.card.threshold).astype(np.int8),
+            default_risk=bundle.risk_labels(p),
+            features=matrix,
+        )
+
+    # --- following the registry alias -----------------------------------------------------
+    def check_for_update(self) -> bool:
+        """Load and swap if the alias moved; True if a new version is now served."""
+        if self._resolve_alias is None or self._load_version is None:
+            return False
+        with self._reload_lock:
+            try:
+                version = self._resolve_alias()
+            except Exception as exc:
+                if self.last_check_ok is not False:
+                    logger.warning(
+                        "model registry unreachable ({}); keeping the current model",
+                        type(exc).__name__,
+                    )
+                self.last_check_ok = False
+                self.last_error = f"registry unreachable: {type(exc).__name__}"
+                return False
+            if self.last_check_ok is False:
+                logger.info("model registry reachable again")
+            self.last_check_ok = True
+            current = self._bundle
+            if version is None or (current is not None and current.version == version):
+                return False
+            try:
+                bundle = self._load_version(version)
+            except Exception as exc:
+                self.last_error = f"version {version} refused: {exc}"
+                logger.error(
+                    "refusing model version {}: {}; still serving {}",
+                    version,
+                    exc,
+                    f"v{current.version}" if current else "nothing",
+                )
+                return False
+            self.last_error = None
+            self.swap(bundle)
+            return True
+
+    def load_initial(self, *, deadline_s: float | None = None) -> bool:
+        """Try to load the alias with exponential back-off (bounded by `deadline_s`)."""
+        delay, start = 0.5, time.monotonic()
+        while not self._stop.is_set():
+            self.check_for_update()
+            if self.ready:
+                return True
+            if deadline_s is not None and time.monotonic() - start >= deadline_s:
+                return False
+            self._stop.wait(delay)
+            delay = min(delay * 2, self.settings.model_load_retry_max_s)
+        return self.ready
+
+    def start_background_reload(self) -> None:
+        """Daemon thread: back-off until a model loads, then poll every reload interval."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+
+        def run() -> None:
+            self.load_initial()
+            while not self._stop.wait(self.settings.model_reload_interval_s):
+                self.check_for_update()
+
+        self._thread = threading.Thread(target=run, name="model-reload", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
