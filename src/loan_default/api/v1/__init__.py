@@ -1,0 +1,1 @@
+"""Version 1 routers, mounted under /api/v1."""

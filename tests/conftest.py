@@ -1,0 +1,106 @@
+"""Shared fixtures: a real MLflow SQLite store with a trained, promoted model (built once)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from loan_default.core.config import Settings
+from loan_default.data.dataset import DERIVED_SHA256, sha256_file
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_FILE = REPO_ROOT / "training" / "Default_Fin.csv"
+TEST_API_KEY = "test-key-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_url(db: int = 0) -> str:
+    return f"redis://127.0.0.1:{os.environ.get('REDIS_PORT', '6379')}/{db}"
+
+
+def make_settings(store: Path, **overrides: object) -> Settings:
+    """Settings for an MLflow store in `store` (tests never touch the repo's `mlflow/`)."""
+    values: dict[str, object] = {
+        "environment": "test",
+        "api_keys": TEST_API_KEY,
+        "mlflow_tracking_uri": f"sqlite:///{store / 'mlflow.db'}",
+        "mlflow_artifact_root": str(store / "artifacts"),
+        "data_path": str(DATA_FILE),
+        "model_cache_dir": str(store / "cache"),
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session")
+def data_file() -> Path:
+    assert DATA_FILE.exists(), "run `make data` first (make test does)"
+    assert sha256_file(DATA_FILE) == DERIVED_SHA256
+    return DATA_FILE
+
+
+@pytest.fixture(scope="session")
+def trained_store(tmp_path_factory: pytest.TempPathFactory, data_file: Path) -> Iterator[Path]:
+    """An MLflow SQLite store where `loan-default` v1 is trained and promoted to @production.
+
+    Session-scoped because training takes ~20 s; tests that change the registry must copy it
+    (see `fresh_store`).
+    """
+    from loan_default.training.pipeline import train
+
+    store = tmp_path_factory.mktemp("mlflow-store")
+    report = train(make_settings(store), report_path=store / "report.json")
+    assert report["promoted"] is True
+    yield store
+
+
+@pytest.fixture
+def fresh_store(trained_store: Path, tmp_path: Path) -> Path:
+    """A private copy of the trained store, safe to promote/rollback in."""
+    import shutil
+
+    dst = tmp_path / "store"
+    shutil.copytree(trained_store, dst)
+    # Artifact locations are absolute in the DB; rewrite them to the copy.
+    import sqlite3
+
+    con = sqlite3.connect(dst / "mlflow.db")
+    old, new = str(trained_store), str(dst)
+    for table, col in (
+        ("experiments", "artifact_location"),
+        ("runs", "artifact_uri"),
+        ("model_versions", "source"),
+        ("model_versions", "storage_location"),
+        ("logged_models", "artifact_location"),
+    ):
+        try:
+            con.execute(f"UPDATE {table} SET {col} = REPLACE({col}, ?, ?)", (old, new))
+        except sqlite3.OperationalError:
+            pass
+    con.commit()
+    con.close()
+    return dst
+
+
+@pytest.fixture(scope="session")
+def trained_settings(trained_store: Path) -> Settings:
+    return make_settings(trained_store)
+
+
+@pytest.fixture(scope="session")
+def bundle(trained_settings: Settings):  # type: ignore[no-untyped-def]
+    """The promoted model bundle, loaded through the registry like the API does."""
+    from loan_default.registry.client import Registry
+
+    loaded = Registry(trained_settings).load_alias()
+    assert loaded is not None
+    return loaded
