@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,7 +49,7 @@ def data_file() -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_store(tmp_path_factory: pytest.TempPathFactory, data_file: Path) -> Iterator[Path]:
+def trained_store(tmp_path_factory: pytest.TempPathFactory, data_file: Path) -> Path:
     """An MLflow SQLite store where `loan-default` v1 is trained and promoted to @production.
 
     Session-scoped because training takes ~20 s; tests that change the registry must copy it
@@ -60,7 +60,7 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory, data_file: Path) -> 
     store = tmp_path_factory.mktemp("mlflow-store")
     report = train(make_settings(store), report_path=store / "report.json")
     assert report["promoted"] is True
-    yield store
+    return store
 
 
 @pytest.fixture
@@ -82,10 +82,8 @@ def fresh_store(trained_store: Path, tmp_path: Path) -> Path:
         ("model_versions", "storage_location"),
         ("logged_models", "artifact_location"),
     ):
-        try:
+        with contextlib.suppress(sqlite3.OperationalError):
             con.execute(f"UPDATE {table} SET {col} = REPLACE({col}, ?, ?)", (old, new))
-        except sqlite3.OperationalError:
-            pass
     con.commit()
     con.close()
     return dst
