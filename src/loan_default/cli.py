@@ -57,7 +57,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     target = Path(args.output or _settings().data_path)
     try:
-        ensure_dataset(target)
+        ensure_dataset(target, cache_dir=Path(args.cache_dir))
     except DataIntegrityError as exc:
         print(f"data error: {exc}", file=sys.stderr)
         return 1
@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="derive training/Default_Fin.csv from the ISLP wheel")
     p.add_argument("--output", help="target path (default: DATA_PATH)")
+    p.add_argument("--cache-dir", default="var/cache", help="keep the downloaded ISLP wheel here")
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("train", help="train, register and (if it passes the gate) promote")

@@ -11,6 +11,7 @@ import json
 import subprocess
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -299,19 +300,26 @@ def train(
             mlflow.log_metrics({f"test_{k}": v for k, v in chosen["test_metrics"].items()})
             mlflow.log_metrics(chosen["cv"])
             example = pd.DataFrame(data.X[:5], columns=list(RAW_FEATURES))
-            signature = infer_signature(
-                example,
-                pd.DataFrame({"probability": [0.1], "prediction": [0], "default_risk": ["Low"]}),
-            )
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+                signature = infer_signature(
+                    example,
+                    pd.DataFrame(
+                        {"probability": [0.1], "prediction": [0], "default_risk": ["Low"]}
+                    ),
+                )
             pkg_dir = str(Path(_pyfunc_code_path()).parents[1])
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=_pyfunc_code_path(),
-                artifacts={"bundle": str(bundle_dir)},
-                code_paths=[pkg_dir],
-                signature=signature,
-                input_example=example,
-            )
+            with warnings.catch_warnings():
+                # MLflow hints about type-hint signatures; ours is explicit (infer_signature).
+                warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=_pyfunc_code_path(),
+                    artifacts={"bundle": str(bundle_dir)},
+                    code_paths=[pkg_dir],
+                    signature=signature,
+                    input_example=example,
+                )
         mv = mlflow.register_model(info.model_uri, settings.model_name)
         version = str(mv.version)
         client = registry.client

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from loan_default.model.card import Calibration
+from loan_default.training.calibration import fit_calibration, logit
+
+pytestmark = pytest.mark.unit
+
+
+def test_platt_recovers_known_map() -> None:
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(0.01, 0.99, 50_000)
+    # True default probability = sigmoid(0.5 * logit(raw) - 2): SMOTE-like overstatement.
+    true_p = 1 / (1 + np.exp(-(0.5 * logit(raw) - 2)))
+    y = rng.random(raw.size) < true_p
+    cal = fit_calibration(raw, y, method="sigmoid")
+    assert cal.method == "sigmoid"
+    assert cal.a == pytest.approx(-0.5, abs=0.05)
+    assert cal.b == pytest.approx(2.0, abs=0.1)
+    np.testing.assert_allclose(cal.apply(raw), true_p, atol=0.02)
+
+
+def test_isotonic_is_monotone_and_bounded() -> None:
+    rng = np.random.default_rng(1)
+    raw = rng.random(5000)
+    y = rng.random(5000) < raw**2
+    cal = fit_calibration(raw, y, method="isotonic")
+    grid = np.linspace(-0.5, 1.5, 400)
+    out = cal.apply(grid)
+    assert np.all(np.diff(out) >= -1e-12)
+    assert out.min() >= 0
+    assert out.max() <= 1
+    # Observed rate near raw=0.8 is 0.64.
+    assert cal.apply(np.array([0.8]))[0] == pytest.approx(0.64, abs=0.08)
+
+
+@pytest.mark.parametrize("method", ["sigmoid", "isotonic"])
+def test_scalar_path_equals_vector_path(method: str) -> None:
+    rng = np.random.default_rng(2)
+    raw = rng.random(2000)
+    cal = fit_calibration(raw, rng.random(2000) < raw, method=method)
+    for p in [0.0, 1e-9, 0.01, 0.37, 0.5, 0.999, 1.0]:
+        assert cal.apply_one(p) == pytest.approx(float(cal.apply(np.array([p]))[0]), abs=1e-12)
+
+
+def test_unknown_method_and_bad_card() -> None:
+    with pytest.raises(ValueError, match="unknown"):
+        fit_calibration([0.1, 0.9], [0, 1], method="beta")
+    with pytest.raises(ValueError, match="non-decreasing"):
+        Calibration(method="isotonic", x=[0.5, 0.1], y=[0.0, 1.0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(-3, -0.05), st.floats(-3, 3), st.lists(st.floats(0, 1), min_size=2, max_size=30))
+def test_sigmoid_map_is_monotone(a: float, b: float, ps: list[float]) -> None:
+    cal = Calibration(method="sigmoid", a=a, b=b)
+    xs = np.sort(np.array(ps))
+    out = cal.apply(xs)
+    assert np.all(np.diff(out) >= -1e-12)
