@@ -48,8 +48,6 @@ class Settings(BaseSettings):
     model_reload_interval_s: float = Field(default=30.0, gt=0)
     model_load_retry_max_s: float = Field(default=30.0, gt=0)
     """Upper bound of the exponential back-off while no model could be loaded."""
-    model_cache_dir: str = ""
-    """Where downloaded model bundles are kept (default: a temp dir per process)."""
 
     # --- training ---------------------------------------------------------------------------
     data_path: str = "training/Default_Fin.csv"
@@ -78,6 +76,9 @@ class Settings(BaseSettings):
     web_concurrency: int = Field(default=1, ge=1)
     rate_limit_per_minute: int = Field(default=100, ge=1)
     rate_limit_storage_uri: str = "memory://"
+    """`memory://` (per process) or `redis://host:port/db`, shared by every worker and pod."""
+    rate_limit_key_prefix: str = "loan-default-rl"
+    """Prefix of the rate-limit counters in shared storage (lets deployments share a Redis)."""
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     """Requests with larger bodies are refused with 413 before they are parsed."""
     max_upload_bytes: int = Field(default=100_000_000, ge=1024)

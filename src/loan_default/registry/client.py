@@ -155,8 +155,10 @@ class Registry:
         return cards[0].parent
 
     def load_bundle(self, version: str, *, alias: str | None = None) -> ModelBundle:
-        directory = self.download_bundle_dir(version)
-        return ModelBundle.load(directory, name=self.name, version=version, alias=alias)
+        """Download, load fully into memory, and delete the download (nothing left on disk)."""
+        with tempfile.TemporaryDirectory(prefix=f"loan-default-v{version}-") as tmp:
+            directory = self.download_bundle_dir(version, Path(tmp))
+            return ModelBundle.load(directory, name=self.name, version=version, alias=alias)
 
     def load_alias(self) -> ModelBundle | None:
         version = self.alias_version()
