@@ -1,9 +1,89 @@
-"""PLACEHOLDER - replaced by the API work: `loan-default serve`."""
+"""`loan-default serve`: uvicorn on the app factory, one or several worker processes.
+
+With several workers, Prometheus multiprocess mode is switched on *before* any worker imports
+prometheus-client (the workers are spawned and inherit the environment): the directory is
+`PROMETHEUS_MULTIPROC_DIR` (or a fresh temp dir), emptied at start so counters of a previous run
+do not leak into this one.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from loan_default.core.config import Settings
+
+APP_FACTORY = "loan_default.api.app:create_app"
+
+
+def prepare_multiprocess_dir(configured: str) -> Path:
+    """Create (or empty) the metrics directory and export it for the worker processes."""
+    directory = Path(configured) if configured else Path(tempfile.mkdtemp(prefix="loan-prom-"))
+    if directory.exists():
+        for child in directory.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    return directory
+
+
+def _load_settings() -> Settings | None:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            print(f"configuration error: {field.upper()}: {err['msg']}", file=sys.stderr)
+        return None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from loan_default.core.logging import configure_logging
+
+    settings = _load_settings()
+    if settings is None:
+        return 2
+    workers = args.workers or settings.web_concurrency
+    multiproc = settings.prometheus_multiproc_dir or os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if workers > 1 or multiproc:
+        prepare_multiprocess_dir(multiproc)
+    configure_logging(settings)
+    uvicorn.run(
+        APP_FACTORY,
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=workers,
+        access_log=False,  # the app logs one structured line per request itself
+        log_config=None,  # keep the loguru set-up (configure_logging) in every worker
+        server_header=False,
+        proxy_headers=args.proxy_headers,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
 
 
 def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register `serve` (filled in by the API package)."""
+    p = sub.add_parser("serve", help="run the HTTP API (uvicorn, port 8005 by default)")
+    p.add_argument("--host", help="bind address (default: HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: PORT, 8005)")
+    p.add_argument("--workers", type=int, help="worker processes (default: WEB_CONCURRENCY, 1)")
+    p.add_argument(
+        "--proxy-headers",
+        action="store_true",
+        help="trust X-Forwarded-For from --forwarded-allow-ips (behind a load balancer)",
+    )
+    p.add_argument("--forwarded-allow-ips", default="127.0.0.1")
+    p.set_defaults(func=cmd_serve)

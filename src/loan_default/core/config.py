@@ -107,6 +107,16 @@ class Settings(BaseSettings):
     batch_result_ttl_s: int = Field(default=86_400, ge=60)
     batch_store_url: str = ""
     """Redis URL for job records/results; empty uses the broker's Redis or a local dir."""
+    batch_key_prefix: str = "loan-default:batch:"
+    """Prefix of every job-store key in Redis (lets several deployments share one Redis)."""
+    batch_page_max_rows: int = Field(default=1000, ge=1, le=100_000)
+    """Default and largest `limit` of one page of results in the job status response."""
+    batch_task_time_limit_s: int = Field(default=120, ge=1)
+    """Hard time limit of one chunk task (a 50,000-row chunk takes well under a second)."""
+    batch_task_max_retries: int = Field(default=5, ge=0)
+    """Retries (exponential back-off) for transient errors: model not loaded yet, store down."""
+    worker_concurrency: int = Field(default=0, ge=0)
+    """Worker processes per `loan-default worker`; 0 means one per CPU."""
 
     prometheus_multiproc_dir: str = ""
 
@@ -128,6 +138,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_cross_field(self) -> Settings:
+        if self.celery_visibility_timeout_s <= self.batch_task_time_limit_s:
+            raise ValueError(
+                "CELERY_VISIBILITY_TIMEOUT_S must exceed BATCH_TASK_TIME_LIMIT_S, or Redis "
+                "redelivers chunks that are still being scored"
+            )
         if self.risk_band_medium >= self.risk_band_high:
             raise ValueError("RISK_BAND_MEDIUM must be below RISK_BAND_HIGH")
         if not self.accepted_keys and not self.accepted_key_hashes:

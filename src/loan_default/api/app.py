@@ -1,0 +1,115 @@
+"""The application factory. Importing this module loads nothing; the lifespan does.
+
+`uvicorn loan_default.api.app:create_app --factory` (what `loan-default serve` runs) calls
+`create_app()` with settings from the environment. The lifespan builds the ModelService from the
+MLflow registry and starts its background thread, which retries with back-off until the alias
+resolves (`/readyz` answers 503 meanwhile) and then follows the alias every
+MODEL_RELOAD_INTERVAL_S, swapping versions atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI
+from loguru import logger
+
+from loan_default.api import errors as api_errors
+from loan_default.api.deps import authorize
+from loan_default.api.middleware import RequestMiddleware
+from loan_default.api.ratelimit import RateLimiter
+from loan_default.api.schemas import JSONBytes
+from loan_default.api.v1 import batch, health, model, monitoring, predict
+from loan_default.core.config import Settings, get_settings
+from loan_default.core.logging import configure_logging
+from loan_default.model.bundle import ModelBundle
+from loan_default.services import metrics
+from loan_default.services.drift import DriftMonitor
+from loan_default.services.model import ModelService
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(
+    settings: Settings | None = None, *, model_service: ModelService | None = None
+) -> FastAPI:
+    """Build the app; pass `model_service` to serve a given (e.g. in-memory) model in tests."""
+    settings = settings or get_settings()
+    configure_logging(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = model_service or ModelService.from_registry(settings)
+        drift = DriftMonitor.from_settings(settings)
+
+        def on_swap(bundle: ModelBundle) -> None:
+            drift.set_reference(bundle.card.training_distribution, version=bundle.version)
+            metrics.set_model_info(
+                version=bundle.version, alias=bundle.alias, previous=app.state.served_version
+            )
+            app.state.served_version = bundle.version
+
+        app.state.served_version = None
+        service.on_swap(on_swap)
+        if service.bundle is not None:
+            on_swap(service.bundle)
+        app.state.model_service = service
+        app.state.drift = drift
+        service.start_background_reload()
+        drift.start()
+        logger.info(
+            "API up: model {}@{}, rate limit {}/min ({}), {} worker pid {}",
+            settings.model_name,
+            settings.model_alias,
+            settings.rate_limit_per_minute,
+            settings.rate_limit_storage_uri.split("://", 1)[0],
+            "multiprocess" if metrics.multiprocess_dir() else "single-process",
+            os.getpid(),
+        )
+        try:
+            yield
+        finally:
+            service.stop()
+            drift.stop()
+            await app.state.limiter.close()
+            metrics.mark_process_dead(os.getpid())
+
+    app = FastAPI(
+        title="loan-default",
+        version="1.0.0",
+        summary="Calibrated probability of loan default (XGBoost), with drift monitoring.",
+        lifespan=lifespan,
+        default_response_class=JSONBytes,
+    )
+    app.state.settings = settings
+    app.state.accepted_key_hashes = tuple(sorted(settings.accepted_key_hashes))
+    app.state.limiter = RateLimiter(
+        per_minute=settings.rate_limit_per_minute,
+        storage_uri=settings.rate_limit_storage_uri,
+        key_prefix=settings.rate_limit_key_prefix,
+    )
+    api_errors.install(app)
+
+    v1 = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authorize)])
+    v1.include_router(predict.router)
+    v1.include_router(batch.router)
+    v1.include_router(model.router)
+    v1.include_router(monitoring.router)
+    app.include_router(health.router)
+    app.include_router(monitoring.exposition_router)
+    app.include_router(v1)
+    batch.attach(app, settings)
+
+    if settings.cors_origin_list:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST"],
+            allow_headers=["X-API-Key", "Content-Type", "X-Request-ID"],
+        )
+    app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,96 @@
+"""Dependencies of the routes, read from `app.state` (tests swap them via dependency_overrides).
+
+All are `async def`: a plain `def` dependency runs in the threadpool, which measured ~150 us per
+request here against a few microseconds inline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from loan_default.api.errors import Forbidden, RateLimited, Unauthorized, UnsupportedMediaType
+from loan_default.api.ratelimit import RateLimiter
+from loan_default.core.config import Settings
+from loan_default.services.drift import DriftMonitor
+from loan_default.services.model import ModelService
+
+API_KEY_HEADER = "x-api-key"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: `key_id` is a digest prefix of the API key, never the key itself."""
+
+    key_id: str
+
+
+async def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def get_model_service(request: Request) -> ModelService:
+    service: ModelService = request.app.state.model_service
+    return service
+
+
+async def get_drift_monitor(request: Request) -> DriftMonitor:
+    monitor: DriftMonitor = request.app.state.drift
+    return monitor
+
+
+async def authorize(request: Request) -> Principal:
+    """API key check (sha256 digests, constant-time compare) plus the rate limit.
+
+    The limit is counted per valid key, else per client IP, before the key is judged: so key
+    guessing from one address is throttled like any other traffic.
+    """
+    state = request.app.state
+    key = request.headers.get(API_KEY_HEADER)
+    key_id: str | None = None
+    if key:
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        matched = False
+        for accepted in state.accepted_key_hashes:
+            matched |= hmac.compare_digest(digest, accepted)
+        if matched:
+            key_id = digest[:16]
+    limiter: RateLimiter = state.limiter
+    decision = await limiter.hit(
+        f"key:{key_id}" if key_id else f"ip:{request.client.host if request.client else '-'}"
+    )
+    if decision is not None:
+        request.state.rate_limit = decision
+        if not decision.allowed:
+            raise RateLimited(
+                f"rate limit of {decision.limit} requests per minute exceeded; "
+                f"retry in {decision.retry_after_s} s",
+                retry_after_s=decision.retry_after_s,
+                detail={"limit": decision.limit, "retry_after_s": decision.retry_after_s},
+            )
+    if not key:
+        raise Unauthorized("missing API key: send it in the X-API-Key header")
+    if key_id is None:
+        raise Forbidden("invalid API key")
+    return Principal(key_id)
+
+
+async def require_json(request: Request) -> None:
+    """415 unless the body is declared JSON (checked before the body is parsed)."""
+    ctype = request.headers.get("content-type", "")
+    media = ctype.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"content type {media or '(none)'!r} is not supported; send application/json"
+        )
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ModelServiceDep = Annotated[ModelService, Depends(get_model_service)]
+DriftMonitorDep = Annotated[DriftMonitor, Depends(get_drift_monitor)]
+AuthorizedDep = Annotated[Principal, Depends(authorize)]

@@ -1,0 +1,161 @@
+"""One error envelope for every failure: `{"success": false, "error", "message", "detail"}`.
+
+Domain errors (`LoanDefaultError` subclasses) carry their status and code; FastAPI's validation
+errors keep their list under `detail` and name each bad field in `message`; Starlette's HTTP
+errors (404, 405...) are mapped to a code. Unexpected exceptions never reach these handlers with
+their text: the middleware logs the traceback and answers a generic 500 with the request id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from loguru import logger
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from loan_default.core.errors import LoanDefaultError
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    503: "service_unavailable",
+}
+
+
+class Unauthorized(LoanDefaultError):
+    status_code = 401
+    code = "unauthorized"
+    headers = {"WWW-Authenticate": 'ApiKey header="X-API-Key"'}
+
+
+class Forbidden(LoanDefaultError):
+    status_code = 403
+    code = "forbidden"
+
+
+class RateLimited(LoanDefaultError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int, detail: Any = None) -> None:
+        super().__init__(message, detail=detail)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class UnsupportedMediaType(LoanDefaultError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+def error_body(code: str, message: str, detail: Any = None) -> bytes:
+    return orjson.dumps(
+        {"success": False, "error": code, "message": message, "detail": detail},
+        option=orjson.OPT_SERIALIZE_NUMPY,
+        default=str,
+    )
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    detail: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    return Response(
+        error_body(code, message, detail),
+        status_code=status,
+        media_type="application/json",
+        headers=dict(headers) if headers else None,
+    )
+
+
+def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
+    """FastAPI's error list, JSON-safe: `ctx` values as text, bulky `input` values dropped."""
+    out: list[dict[str, Any]] = []
+    for err in errors:
+        item: dict[str, Any] = {
+            "type": err.get("type"),
+            "loc": list(err.get("loc", ())),
+            "msg": err.get("msg"),
+        }
+        value = err.get("input")
+        if (
+            value is None
+            or isinstance(value, bool | int | float)
+            or (isinstance(value, str) and len(value) <= 100)
+        ):
+            item["input"] = value
+        if err.get("ctx"):
+            item["ctx"] = {k: str(v) for k, v in err["ctx"].items()}
+        out.append(item)
+    return out
+
+
+def _field_name(loc: list[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "header", "path")]
+    return ".".join(parts) if parts else (str(loc[0]) if loc else "request")
+
+
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LoanDefaultError)
+    return error_response(
+        exc.status_code, exc.code, exc.message, exc.detail, getattr(exc, "headers", None)
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    detail = _clean_validation_errors(exc.errors())
+    fields = ", ".join(
+        "body (not valid JSON)"
+        if e["type"] == "json_invalid"
+        else f"{_field_name(e['loc'])} ({e['msg']})"
+        for e in detail
+    )
+    return error_response(422, "validation_error", f"invalid request: {fields}", detail)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    if exc.status_code == 404:
+        message = f"no route for {request.method} {request.url.path}"
+    return error_response(exc.status_code, code, message, None, exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    """Last resort (the middleware normally catches first): log it, tell nothing."""
+    request_id = getattr(request.state, "request_id", None)
+    logger.opt(exception=exc).error("unhandled error (request {})", request_id)
+    return internal_error_response(request_id)
+
+
+def internal_error_response(request_id: str | None) -> Response:
+    return error_response(
+        500,
+        "internal_error",
+        "internal server error; quote the request id when reporting it",
+        {"request_id": request_id},
+        {"X-Request-ID": request_id} if request_id else None,
+    )
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(LoanDefaultError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,122 @@
+"""Request and response models of the HTTP API (the batch endpoints reuse `PredictionRequest`).
+
+The request model is strict: JSON numbers only (no "123" strings, no booleans for `employed`),
+finite (NaN, Infinity and overflowing literals such as 1e400 are refused), within the ranges the
+model was trained on the scale of. Every refusal is a 422 naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+#: Upper bound of money amounts: larger values are input errors (and overflow float32).
+MAX_AMOUNT = 1e12
+
+T = TypeVar("T")
+
+
+class JSONBytes(Response):
+    """JSON via orjson (NaN would become null; the API never emits it)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+class PredictionRequest(BaseModel):
+    """One applicant. `saving_rate` (bank_balance / annual_salary) is derived, never sent."""
+
+    model_config = ConfigDict(
+        strict=True,
+        allow_inf_nan=False,
+        frozen=True,
+        extra="ignore",
+        json_schema_extra={
+            "examples": [{"employed": 1, "bank_balance": 8754.36, "annual_salary": 532339.56}]
+        },
+    )
+
+    employed: int = Field(ge=0, le=1, description="1 if the applicant is employed, else 0.")
+    bank_balance: float = Field(ge=0, le=MAX_AMOUNT, description="Bank balance, >= 0.")
+    annual_salary: float = Field(gt=0, le=MAX_AMOUNT, description="Annual salary, > 0.")
+
+
+class Envelope(BaseModel, Generic[T]):
+    success: Literal[True] = True
+    data: T
+    message: str
+
+
+class ErrorEnvelope(BaseModel):
+    success: Literal[False] = False
+    error: str = Field(description="Machine-readable code, e.g. `validation_error`.")
+    message: str
+    detail: Any = None
+
+
+class HealthData(BaseModel):
+    status: Literal["healthy"]
+
+
+class ReadyData(BaseModel):
+    status: Literal["ready", "not_ready"]
+    model_loaded: bool
+    model_name: str
+    model_version: str | None
+    model_alias: str
+    broker: dict[str, Any] | None = None
+
+
+class FeaturesUsed(BaseModel):
+    employed: float
+    bank_balance: float
+    annual_salary: float
+    saving_rate: float
+
+
+class PredictionData(BaseModel):
+    prediction: Literal[0, 1] = Field(description="1 = predicted to default (at the threshold).")
+    probability: float = Field(ge=0, le=1, description="Calibrated probability of default.")
+    default_risk: Literal["Low", "Medium", "High"]
+    model_version: str
+    features_used: FeaturesUsed
+    contributions: dict[str, float] | None = Field(
+        default=None,
+        description="With ?explain=true: XGBoost pred_contribs per feature plus `bias`, in "
+        "log-odds; they sum to the raw (uncalibrated) margin.",
+    )
+
+
+class ModelInfoData(BaseModel):
+    name: str
+    version: str
+    alias: str | None
+    model_type: str
+    features: list[str]
+    raw_features: list[str]
+    engineered_features: list[str]
+    trained_at: str
+    threshold: float
+    threshold_objective: str
+    risk_bands: dict[str, float]
+    calibration: str
+    test_metrics: dict[str, float]
+
+
+class DriftData(BaseModel):
+    psi: dict[str, float | None]
+    drift_detected: bool
+    drifted_features: list[str]
+    threshold: float
+    samples: int
+    window_size: int
+    window_fill: float
+    min_samples: int
+    sampling_rate: float
+    reference_model_version: str | None
+    computed_at: float

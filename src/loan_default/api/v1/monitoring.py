@@ -1,0 +1,39 @@
+"""Drift report (authenticated, under /api/v1) and the Prometheus scrape (no auth, at /metrics)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from loan_default.api.deps import DriftMonitorDep
+from loan_default.api.schemas import DriftData, Envelope, JSONBytes
+from loan_default.services import metrics
+
+router = APIRouter(prefix="/monitoring", tags=["monitoring"])
+exposition_router = APIRouter(tags=["monitoring"])
+
+
+@router.get(
+    "/drift",
+    response_model=Envelope[DriftData],
+    summary="PSI per feature: recent traffic vs the model card's training distribution",
+)
+async def drift(monitor: DriftMonitorDep) -> Response:
+    report = await run_in_threadpool(monitor.compute)
+    message = (
+        f"drift detected in {', '.join(report.drifted_features)}"
+        if report.drift_detected
+        else (
+            "no drift detected"
+            if report.samples >= report.min_samples
+            else f"collecting samples ({report.samples}/{report.min_samples} needed)"
+        )
+    )
+    return JSONBytes({"success": True, "data": report.as_dict(), "message": message})
+
+
+@exposition_router.get("/metrics", include_in_schema=True, summary="Prometheus metrics")
+async def prometheus_metrics() -> Response:
+    body = await run_in_threadpool(metrics.render)
+    return Response(body, media_type=metrics.CONTENT_TYPE)
