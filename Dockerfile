@@ -6,9 +6,7 @@
 #   test     base + tests/ (docker compose --profile test run --rm tests)
 #   runtime  base as uid 1000 with a HEALTHCHECK (the default target)
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-
-FROM ${PYTHON_IMAGE} AS builder
+FROM python:3.11-slim-bookworm AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -29,7 +27,7 @@ RUN pip install --no-deps . \
 RUN loan-default data --output /opt/data/Default_Fin.csv --cache-dir /tmp/islp \
     && rm -rf /tmp/islp
 
-FROM ${PYTHON_IMAGE} AS base
+FROM python:3.11-slim-bookworm AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/venv \
