@@ -9,6 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
 DATA := training/Default_Fin.csv
 PYTEST_ARGS ?=
+LINT_PATHS := src tests training $(wildcard bench scripts)
 
 .PHONY: help install data model run serve worker lint format test test-fast services bench clean
 
@@ -52,13 +53,13 @@ services: ## start what the tests need (Redis) if nothing answers
 	bash .ci/ensure-redis.sh
 
 lint: $(STAMP) ## ruff format --check, ruff check, mypy
-	$(BIN)/ruff format --check src tests training bench
-	$(BIN)/ruff check src tests training bench
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests training bench
-	$(BIN)/ruff check --fix src tests training bench
+	$(BIN)/ruff format $(LINT_PATHS)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
 
 test: $(STAMP) $(DATA) services lint ## everything CI runs: lint, mypy, the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
