@@ -1,9 +1,128 @@
-"""PLACEHOLDER - replaced by the batch work: `loan-default worker`."""
+"""`loan-default worker` (the Celery worker) and `loan-default run` (API + worker, `make run`)."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+#: Seconds `run` waits for its children to stop after forwarding a signal, before killing them.
+STOP_GRACE_S = 20.0
+
+
+def worker_argv(args: argparse.Namespace, concurrency: int) -> list[str]:
+    """Arguments of `celery -A loan_default.worker.celery_app worker` for these options."""
+    from loan_default.worker.celery_app import QUEUE
+
+    argv = [
+        "worker",
+        f"--loglevel={args.loglevel}",
+        f"--pool={args.pool}",
+        f"--queues={QUEUE}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if args.pool in {"prefork", "threads"}:
+        argv.append(f"--concurrency={concurrency}")
+    if args.hostname:
+        argv.append(f"--hostname={args.hostname}")
+    if args.max_memory_per_child:
+        argv.append(f"--max-memory-per-child={args.max_memory_per_child}")
+    return argv
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from loan_default.cli import _settings
+    from loan_default.core.logging import configure_logging
+    from loan_default.worker.celery_app import default_app
+
+    settings = _settings()
+    configure_logging(settings)
+    concurrency = args.concurrency or settings.worker_concurrency or os.cpu_count() or 1
+    default_app().worker_main(worker_argv(args, concurrency))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Start the batch worker and the API as child processes; stop both on a signal or when
+    either exits (so a crash is visible instead of a half-working service)."""
+    exe = [sys.executable, "-m", "loan_default.cli"]
+    worker_cmd = [*exe, "worker", "--loglevel", args.loglevel]
+    if args.concurrency:
+        worker_cmd += ["--concurrency", str(args.concurrency)]
+    serve_cmd = [*exe, "serve", "--port", str(args.port)]
+    if args.host:
+        serve_cmd += ["--host", args.host]
+    children = [
+        subprocess.Popen(worker_cmd),  # noqa: S603 - our own interpreter and module
+        subprocess.Popen(serve_cmd),  # noqa: S603
+    ]
+    stopping: list[int] = []
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        stopping.append(signum)
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while all(c.poll() is None for c in children) and not stopping:
+            time.sleep(0.2)
+        if not stopping:
+            forward(signal.SIGTERM, None)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for child in children:
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if stopping:
+        return 0
+    return max(abs(c.returncode or 0) for c in children) or 1
 
 
 def add_worker_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register `worker` (filled in by the batch package)."""
+    """Register `worker` and `run`."""
+    p = sub.add_parser(
+        "worker", help="run a batch scoring worker (celery -A loan_default.worker.celery_app)"
+    )
+    _worker_options(p)
+    p.add_argument(
+        "--pool",
+        choices=("prefork", "solo", "threads"),
+        default="prefork",
+        help="prefork: one process per --concurrency (default); solo: score in this process",
+    )
+    p.add_argument("--hostname", help="Celery node name (default celery@<host>)")
+    p.add_argument(
+        "--max-memory-per-child",
+        type=int,
+        default=0,
+        help="KiB; replace a pool process that grew beyond this (0: never)",
+    )
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("run", help="serve the API (port 8005) and a batch worker together")
+    _worker_options(p)
+    p.add_argument("--port", type=int, default=8005, help="API port (default 8005)")
+    p.add_argument("--host", help="API bind address (default: HOST)")
+    p.set_defaults(func=cmd_run)
+
+
+def _worker_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=0,
+        help="worker processes (default WORKER_CONCURRENCY, else one per CPU)",
+    )
+    p.add_argument("--loglevel", default="INFO", help="Celery log level (default INFO)")

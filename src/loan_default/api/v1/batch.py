@@ -1,13 +1,327 @@
-"""PLACEHOLDER - batch routes arrive with the batch work (`/api/v1/predict/batch...`)."""
+"""Batch scoring routes (`/api/v1/predict/batch...`): parse, call `services.batch`, answer.
+
+Jobs are scored by Celery workers; these handlers only validate, store the job and publish its
+chunk tasks (202), then read the job store back. Blocking I/O (Redis, file parsing) runs in the
+threadpool so the event loop keeps serving single predictions.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI
+import hashlib
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
+import annotated_types
+import numpy as np
+from fastapi import APIRouter, Depends, FastAPI, File, Header, Query, Request, UploadFile
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response, StreamingResponse
+
+from loan_default.api.deps import require_json
+from loan_default.api.schemas import ErrorEnvelope, JSONBytes, PredictionRequest
 from loan_default.core.config import Settings
+from loan_default.core.errors import InvalidInput
+from loan_default.features import RAW_FEATURES
+from loan_default.services import batch as batch_service
+from loan_default.worker import celery_app as worker_app
 
 router = APIRouter(prefix="/predict/batch", tags=["batch"])
 
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorEnvelope} for code in (401, 403, 404, 409, 413, 415, 422, 429, 503)
+}
+
+
+class BatchPredictionRequest(BaseModel):
+    """1 to BATCH_MAX_ROWS applicants, each validated exactly like the single predict."""
+
+    predictions: list[PredictionRequest] = Field(min_length=1)
+
+
+class BatchSubmitted(BaseModel):
+    job_id: str
+    status: batch_service.JobStatus
+    message: str
+    total_predictions: int
+    skipped: int | None = None
+    row_errors: list[dict[str, Any]] | None = None
+
+
+@dataclass(slots=True)
+class BatchState:
+    """What `attach` puts on `app.state.batch`: the service and the broker probe for /readyz."""
+
+    settings: Settings
+    service: batch_service.BatchService
+    celery: Any
+
+    def broker_status(self) -> dict[str, Any]:
+        """Broker reachability and queue depth (for /readyz; never raises)."""
+        url = worker_app.broker_url(self.settings)
+        start = time.perf_counter()
+        try:
+            if batch_service.is_redis_url(url):
+                import redis
+
+                client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+                try:
+                    queued = int(client.llen(worker_app.QUEUE))
+                finally:
+                    client.close()
+                kind = "redis"
+            else:
+                import sqlite3
+
+                path = url.removeprefix("sqla+sqlite:///")
+                with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as con:
+                    try:
+                        row = con.execute(
+                            "SELECT COUNT(*) FROM kombu_message WHERE visible = 1"
+                        ).fetchone()
+                        queued = int(row[0]) if row else 0
+                    except sqlite3.OperationalError:
+                        queued = 0  # no worker created the tables yet
+                kind = "sqlite"
+        except Exception as exc:
+            return {
+                "type": "redis" if batch_service.is_redis_url(url) else "sqlite",
+                "status": "unavailable",
+                "error": type(exc).__name__,
+            }
+        return {
+            "type": kind,
+            "status": "ok",
+            "queued_tasks": queued,
+            "latency_ms": round((time.perf_counter() - start) * 1000, 2),
+        }
+
+    def close(self) -> None:
+        self.service.store.close()
+        self.celery.close()
+
 
 def attach(app: FastAPI, settings: Settings) -> None:
-    """Hook called by create_app: the batch package puts its service on app.state.batch."""
+    """Called by create_app: builds the batch service (no I/O yet) onto `app.state.batch`."""
+    celery = worker_app.create_celery(settings)
+    state = BatchState(
+        settings=settings,
+        service=batch_service.BatchService(
+            settings=settings,
+            store=batch_service.store_from_settings(settings),
+            dispatcher=worker_app.CeleryDispatcher(celery),
+            drift=lambda: getattr(app.state, "drift", None),
+        ),
+        celery=celery,
+    )
+    app.state.batch = state
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
+        async with inner(a) as value:
+            try:
+                yield value
+            finally:
+                state.close()
+
+    app.router.lifespan_context = lifespan
+
+
+async def _batch(request: Request) -> BatchState:
+    state: BatchState = request.app.state.batch
+    return state
+
+
+BatchDep = Annotated[BatchState, Depends(_batch)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="Same key and body within BATCH_RESULT_TTL_S returns the same job.",
+    ),
+]
+
+
+def _accepted(sub: batch_service.Submitted, *, kind: str) -> Response:
+    data = BatchSubmitted(
+        job_id=sub.job_id,
+        status="PENDING",
+        message=(
+            "same Idempotency-Key and body: this is the job already submitted"
+            if sub.replayed
+            else f"{kind} job queued; poll /api/v1/predict/batch/{sub.job_id}"
+        ),
+        total_predictions=sub.total,
+        skipped=sub.skipped if kind == "file" else None,
+        row_errors=sub.row_errors if kind == "file" else None,
+    ).model_dump(exclude_none=True)
+    return JSONBytes(
+        {"success": True, "data": data, "message": data["message"]},
+        status_code=202,
+        headers={
+            "Location": f"/api/v1/predict/batch/{sub.job_id}",
+            **({"Idempotent-Replayed": "true"} if sub.replayed else {}),
+        },
+    )
+
+
+@router.post(
+    "",
+    status_code=202,
+    dependencies=[Depends(require_json)],
+    responses=_ERRORS,
+    summary="Queue up to BATCH_MAX_ROWS applicants for scoring",
+)
+async def submit_batch(
+    payload: BatchPredictionRequest, batch: BatchDep, idempotency_key: IdempotencyKey = None
+) -> Response:
+    items = payload.predictions
+    limit = batch.settings.batch_max_rows
+    if len(items) > limit:
+        raise InvalidInput(
+            f"at most {limit} predictions per job (got {len(items)}); "
+            "upload larger portfolios to /api/v1/predict/batch/file",
+            detail=[
+                {
+                    "type": "too_long",
+                    "loc": ["body", "predictions"],
+                    "msg": f"List should have at most {limit} items",
+                }
+            ],
+        )
+    raw = np.array([(p.employed, p.bank_balance, p.annual_salary) for p in items], dtype=np.float64)
+    sub = await run_in_threadpool(
+        batch.service.submit_rows, raw=raw, idempotency_key=idempotency_key
+    )
+    return _accepted(sub, kind="JSON")
+
+
+def _bounds() -> list[batch_service.FieldBounds]:
+    """File rows obey the same ranges as `PredictionRequest` (read from it, not restated)."""
+    out = []
+    for name in RAW_FEATURES:
+        info = PredictionRequest.model_fields[name]
+        kw: dict[str, Any] = {"integer": info.annotation is int}
+        for m in info.metadata:
+            if isinstance(m, annotated_types.Ge):
+                kw["ge"] = float(m.ge)  # type: ignore[arg-type]
+            elif isinstance(m, annotated_types.Gt):
+                kw["gt"] = float(m.gt)  # type: ignore[arg-type]
+            elif isinstance(m, annotated_types.Le):
+                kw["le"] = float(m.le)  # type: ignore[arg-type]
+        out.append(batch_service.FieldBounds(name=name, **kw))
+    return out
+
+
+_FIELD_BOUNDS = _bounds()
+
+
+def _parse_upload(
+    batch: BatchState,
+    upload: UploadFile,
+    on_error: batch_service.OnError,
+    idempotency_key: str | None,
+) -> batch_service.Submitted:
+    settings = batch.settings
+    fh = upload.file
+    fh.seek(0, 2)
+    size = fh.tell()
+    fh.seek(0)
+    if size > settings.max_upload_bytes:
+        raise batch_service.PayloadTooLarge(
+            f"the file is larger than {settings.max_upload_bytes} bytes",
+            detail={"max_upload_bytes": settings.max_upload_bytes},
+        )
+    if size == 0:
+        raise InvalidInput("the uploaded file is empty")
+    digest = hashlib.sha256(f"file\0{on_error}\0".encode())
+    while block := fh.read(1 << 20):
+        digest.update(block)
+    fh.seek(0)
+    parsed = batch_service.parse_csv(
+        fh,
+        bounds=_FIELD_BOUNDS,
+        max_rows=settings.batch_file_max_rows,
+        on_error=on_error,
+    )
+    return batch.service.submit_file(
+        parsed=parsed,
+        digest=digest.hexdigest(),
+        idempotency_key=idempotency_key,
+        filename=Path(upload.filename).name if upload.filename else None,
+    )
+
+
+@router.post(
+    "/file",
+    status_code=202,
+    responses=_ERRORS,
+    summary="Queue a portfolio CSV (up to BATCH_FILE_MAX_ROWS rows) for scoring",
+)
+async def submit_file(
+    batch: BatchDep,
+    file: Annotated[
+        UploadFile,
+        File(
+            description="CSV with columns `Employed, Bank Balance, Annual Salary` (or "
+            "employed, bank_balance, annual_salary); other columns are carried to the output."
+        ),
+    ],
+    on_error: Annotated[
+        Literal["reject", "skip"],
+        Query(description="reject: any bad row refuses the file; skip: score the valid rows."),
+    ] = "reject",
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    sub = await run_in_threadpool(_parse_upload, batch, file, on_error, idempotency_key)
+    return _accepted(sub, kind="file")
+
+
+@router.get(
+    "/{job_id}",
+    responses=_ERRORS,
+    summary="Job status, progress and (on SUCCESS) a page of results in input order",
+)
+async def job_status(
+    job_id: str,
+    batch: BatchDep,
+    offset: Annotated[int, Query(ge=0, description="First result row (0-based).")] = 0,
+    limit: Annotated[
+        int | None, Query(ge=1, description="Rows per page (default and max BATCH_PAGE_MAX_ROWS).")
+    ] = None,
+) -> Response:
+    page_max = batch.settings.batch_page_max_rows
+    if limit is not None and limit > page_max:
+        raise InvalidInput(
+            f"limit must be at most {page_max}",
+            detail=[
+                {
+                    "type": "less_than_equal",
+                    "loc": ["query", "limit"],
+                    "msg": f"Input should be less than or equal to {page_max}",
+                }
+            ],
+        )
+    data = await run_in_threadpool(batch.service.status, job_id, offset=offset, limit=limit)
+    return JSONBytes({"success": True, "data": data, "message": f"job {data['status']}"})
+
+
+@router.get(
+    "/{job_id}/results.csv",
+    responses={**_ERRORS, 200: {"content": {"text/csv": {}}}},
+    response_class=StreamingResponse,
+    summary="All results of a finished job as CSV (streamed; extra input columns included)",
+)
+async def job_results_csv(job_id: str, batch: BatchDep) -> Response:
+    chunks: Iterator[bytes] = await run_in_threadpool(batch.service.csv_chunks, job_id)
+    return StreamingResponse(
+        chunks,
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{job_id}.csv"'},
+    )

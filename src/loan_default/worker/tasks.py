@@ -1,0 +1,158 @@
+"""Celery tasks: thin wrappers that hand a (job id, chunk index) to `services.batch`.
+
+Each worker process builds its own `ModelService` in `worker_process_init` (never at import, so
+nothing is loaded before the prefork pool forks) and follows the registry alias like the API.
+A task that runs twice for the same chunk overwrites the same bytes and is counted once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Task, shared_task
+from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
+from loguru import logger
+
+from loan_default.core.config import Settings, get_settings
+from loan_default.core.errors import ModelNotReady
+from loan_default.core.logging import configure_logging
+from loan_default.services import batch as batch_service
+from loan_default.services.model import ModelService
+from loan_default.worker.celery_app import QUEUE, SCORE_CHUNK_TASK, uses_embedded_broker
+
+#: How long a task waits for the model of a freshly started worker before retrying later.
+MODEL_WAIT_S = 30.0
+
+
+@dataclass(slots=True)
+class WorkerContext:
+    settings: Settings
+    model: ModelService
+    store: batch_service.JobStore
+
+    def wait_for_model(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.model.ready and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.model.require()
+
+
+class _Holder:
+    """The current process's context (one per worker process; created after the fork)."""
+
+    context: WorkerContext | None = None
+
+
+def init_context(settings: Settings | None = None) -> WorkerContext:
+    if _Holder.context is None:
+        settings = settings or get_settings()
+        configure_logging(settings)
+        model = ModelService.from_registry(settings)
+        model.start_background_reload()
+        _Holder.context = WorkerContext(
+            settings=settings, model=model, store=batch_service.store_from_settings(settings)
+        )
+    return _Holder.context
+
+
+def _on_process_init(**_: Any) -> None:
+    init_context()
+
+
+def _on_process_shutdown(**_: Any) -> None:
+    if _Holder.context is not None:
+        _Holder.context.model.stop()
+
+
+def _on_worker_ready(sender: Any = None, **_: Any) -> None:
+    from celery.concurrency.prefork import TaskPool
+
+    settings = get_settings()
+    pool = getattr(sender, "pool", None)
+    if not isinstance(pool, TaskPool):
+        # solo/threads pools run tasks in this process: load the model now, not on first task.
+        init_context(settings).wait_for_model(MODEL_WAIT_S)
+    if uses_embedded_broker(settings):
+        recover_orphans(settings)
+
+
+def recover_orphans(settings: Settings) -> int:
+    """Embedded broker only: re-dispatch chunks of unfinished jobs (a SIGKILLed worker's
+    message is not redelivered by the SQLite transport). Duplicates are harmless: a chunk
+    already stored is skipped, one scored twice is written twice with the same bytes."""
+    store = batch_service.store_from_settings(settings)
+    if not isinstance(store, batch_service.FileJobStore):
+        return 0
+    from loan_default.worker.celery_app import default_app
+
+    app = default_app()
+    sent = 0
+    for d in sorted((store.root / "jobs").iterdir()):
+        state = store.state(d.name)
+        if state is None or state.status in {"SUCCESS", "FAILURE"}:
+            continue
+        for i in range(state.record.n_chunks):
+            if i not in state.done:
+                app.send_task(SCORE_CHUNK_TASK, args=(d.name, i), queue=QUEUE)
+                sent += 1
+    if sent:
+        logger.info("re-dispatched {} unfinished chunk(s) left by stopped workers", sent)
+    return sent
+
+
+class ChunkTask(Task):  # type: ignore[misc]
+    """Marks the job FAILURE once a chunk has failed for good (retries exhausted, bad data)."""
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        job_id = args[0] if args else kwargs.get("job_id")
+        logger.error("chunk task {} of job {} failed: {}", task_id, job_id, type(exc).__name__)
+        ctx = _Holder.context
+        if ctx is not None and job_id:
+            try:
+                batch_service.fail_job(
+                    store=ctx.store,
+                    job_id=str(job_id),
+                    message=f"scoring failed ({type(exc).__name__}); resubmit the job",
+                )
+            except Exception:
+                logger.exception("could not record the failure of job {}", job_id)
+
+
+def _score_chunk(self: Task, job_id: str, index: int) -> str:
+    ctx = init_context()
+    try:
+        ctx.wait_for_model(MODEL_WAIT_S)
+        outcome = batch_service.score_chunk(
+            store=ctx.store,
+            job_id=job_id,
+            index=index,
+            predict=ctx.model.predict_matrix,
+        )
+    except (ModelNotReady, batch_service.StoreUnavailable) as exc:
+        retries = int(self.request.retries or 0)
+        logger.warning("chunk {}/{} deferred ({}), retry {}", job_id, index, exc, retries + 1)
+        raise self.retry(
+            exc=exc,
+            countdown=min(30.0, 0.5 * 2**retries),
+            max_retries=ctx.settings.batch_task_max_retries,
+        ) from exc
+    logger.debug("chunk {}/{}: {}", job_id, index, outcome)
+    return outcome
+
+
+score_chunk = shared_task(
+    bind=True,
+    base=ChunkTask,
+    name=SCORE_CHUNK_TASK,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)(_score_chunk)
+
+worker_process_init.connect(_on_process_init, weak=False)
+worker_process_shutdown.connect(_on_process_shutdown, weak=False)
+worker_ready.connect(_on_worker_ready, weak=False)
