@@ -38,7 +38,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HOST=0.0.0.0 \
     PORT=8005 \
     DATA_PATH=/app/training/Default_Fin.csv \
-    MODEL_CACHE_DIR=/tmp/model-cache \
     PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
 RUN groupadd --gid 1000 app \
     && useradd --uid 1000 --gid 1000 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin app
@@ -53,7 +52,6 @@ RUN mkdir -p mlflow var reports \
 FROM base AS test
 COPY --chown=1000:1000 pyproject.toml pytest.ini ./
 COPY --chown=1000:1000 tests ./tests
-COPY --chown=1000:1000 bench ./bench
 RUN chown 1000:1000 /app
 USER 1000:1000
 CMD ["pytest", "-m", "not slow"]
