@@ -11,7 +11,7 @@ DATA := training/Default_Fin.csv
 PYTEST_ARGS ?=
 LINT_PATHS := src tests training $(wildcard bench scripts)
 
-.PHONY: help install data model run serve worker lint format test test-fast services bench clean
+.PHONY: help install data model run serve worker lint format test test-fast services deploy-tools bench clean
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ worker: $(STAMP) ## the batch worker only
 services: ## start what the tests need (Redis) if nothing answers
 	bash .ci/ensure-redis.sh
 
+deploy-tools: $(STAMP) ## validators for tests/deploy: hadolint, kubernetes-validate, checkov, dclint, promtool
+	VENV=$(VENV) PYTHON=$(PYTHON) bash tests/deploy/install-tools.sh
+
 lint: $(STAMP) ## ruff format --check, ruff check, mypy
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/ruff check $(LINT_PATHS)
@@ -61,7 +64,7 @@ format: $(STAMP)
 	$(BIN)/ruff format $(LINT_PATHS)
 	$(BIN)/ruff check --fix $(LINT_PATHS)
 
-test: $(STAMP) $(DATA) services lint ## everything CI runs: lint, mypy, the whole test suite
+test: $(STAMP) $(DATA) services deploy-tools lint ## everything CI runs: lint, mypy, the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) $(DATA) ## unit tests only

@@ -19,7 +19,8 @@ DCLINT=dclint@3.1.0
 stamp() { echo "$TOOLS/.$1-$(echo "$2" | sha256sum | cut -c1-12)"; }
 mkdir -p "$TOOLS"
 
-s=$(stamp venv "${PY_TOOLS[*]}")
+# The stamp lives in the venv: a recreated venv reinstalls the tools.
+s="$VENV/.deploy-tools-$(echo "${PY_TOOLS[*]}" | sha256sum | cut -c1-12)"
 if [ ! -e "$s" ]; then
   "$VENV/bin/python" -m pip install --quiet "${PY_TOOLS[@]}"
   touch "$s"
