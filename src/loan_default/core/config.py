@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     """Empty: an embedded SQLite broker under `celery_data_dir`, so no server is needed."""
     celery_result_backend: str = ""
     celery_data_dir: str = "var/celery"
+    celery_queue: str = "loan-default-batch"
+    """Queue of the chunk tasks; a separate name isolates deployments sharing one Redis."""
     celery_visibility_timeout_s: int = Field(default=300, ge=1)
     """Seconds before Redis redelivers a message held by a dead worker; keep > longest chunk."""
     batch_max_rows: int = Field(default=1000, ge=1)

@@ -29,8 +29,6 @@ from loan_default.services.batch import is_redis_url
 
 #: Task name the API publishes and the worker consumes (the API never imports `tasks`).
 SCORE_CHUNK_TASK: Final = "loan_default.score_chunk"
-#: Queue of the scoring tasks.
-QUEUE: Final = "loan-default-batch"
 #: How the embedded broker is spelled in a broker URL.
 EMBEDDED_TRANSPORT: Final = "loan_default.worker.embedded:Transport"
 
@@ -76,7 +74,7 @@ def create_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],
-        task_default_queue=QUEUE,
+        task_default_queue=settings.celery_queue,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
@@ -104,14 +102,15 @@ def create_celery(settings: Settings) -> Celery:
 class CeleryDispatcher:
     """`services.batch.Dispatcher` over a Celery app: one task per chunk, sent by name."""
 
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, *, queue: str) -> None:
         self.app = app
+        self.queue = queue
 
     def dispatch(self, job_id: str, n_chunks: int) -> None:
         with self.app.producer_or_acquire() as producer:
             for i in range(n_chunks):
                 self.app.send_task(
-                    SCORE_CHUNK_TASK, args=(job_id, i), queue=QUEUE, producer=producer
+                    SCORE_CHUNK_TASK, args=(job_id, i), queue=self.queue, producer=producer
                 )
 
 

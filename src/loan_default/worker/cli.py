@@ -14,15 +14,13 @@ from types import FrameType
 STOP_GRACE_S = 20.0
 
 
-def worker_argv(args: argparse.Namespace, concurrency: int) -> list[str]:
+def worker_argv(args: argparse.Namespace, *, concurrency: int, queue: str) -> list[str]:
     """Arguments of `celery -A loan_default.worker.celery_app worker` for these options."""
-    from loan_default.worker.celery_app import QUEUE
-
     argv = [
         "worker",
         f"--loglevel={args.loglevel}",
         f"--pool={args.pool}",
-        f"--queues={QUEUE}",
+        f"--queues={queue}",
         "--without-gossip",
         "--without-mingle",
     ]
@@ -43,7 +41,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings()
     configure_logging(settings)
     concurrency = args.concurrency or settings.worker_concurrency or os.cpu_count() or 1
-    default_app().worker_main(worker_argv(args, concurrency))
+    default_app().worker_main(
+        worker_argv(args, concurrency=concurrency, queue=settings.celery_queue)
+    )
     return 0
 
 

@@ -20,7 +20,7 @@ from loan_default.core.errors import ModelNotReady
 from loan_default.core.logging import configure_logging
 from loan_default.services import batch as batch_service
 from loan_default.services.model import ModelService
-from loan_default.worker.celery_app import QUEUE, SCORE_CHUNK_TASK, uses_embedded_broker
+from loan_default.worker.celery_app import SCORE_CHUNK_TASK, uses_embedded_broker
 
 #: How long a task waits for the model of a freshly started worker before retrying later.
 MODEL_WAIT_S = 30.0
@@ -73,7 +73,11 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     pool = getattr(sender, "pool", None)
     if not isinstance(pool, TaskPool):
         # solo/threads pools run tasks in this process: load the model now, not on first task.
-        init_context(settings).wait_for_model(MODEL_WAIT_S)
+        ctx = init_context(settings)
+        ctx.wait_for_model(MODEL_WAIT_S)
+        logger.info("batch worker ready (model v{})", ctx.model.require().version)
+    else:
+        logger.info("batch worker ready (models load in the pool processes)")
     if uses_embedded_broker(settings):
         recover_orphans(settings)
 
@@ -95,7 +99,7 @@ def recover_orphans(settings: Settings) -> int:
             continue
         for i in range(state.record.n_chunks):
             if i not in state.done:
-                app.send_task(SCORE_CHUNK_TASK, args=(d.name, i), queue=QUEUE)
+                app.send_task(SCORE_CHUNK_TASK, args=(d.name, i), queue=settings.celery_queue)
                 sent += 1
     if sent:
         logger.info("re-dispatched {} unfinished chunk(s) left by stopped workers", sent)

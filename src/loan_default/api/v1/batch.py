@@ -70,7 +70,7 @@ class BatchState:
 
                 client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
                 try:
-                    queued = int(client.llen(worker_app.QUEUE))
+                    queued = int(client.llen(self.settings.celery_queue))
                 finally:
                     client.close()
                 kind = "redis"
@@ -81,7 +81,9 @@ class BatchState:
                 with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as con:
                     try:
                         row = con.execute(
-                            "SELECT COUNT(*) FROM kombu_message WHERE visible = 1"
+                            "SELECT COUNT(*) FROM kombu_message m JOIN kombu_queue q "
+                            "ON m.queue_id = q.id WHERE m.visible = 1 AND q.name = ?",
+                            (self.settings.celery_queue,),
                         ).fetchone()
                         queued = int(row[0]) if row else 0
                     except sqlite3.OperationalError:
@@ -113,7 +115,7 @@ def attach(app: FastAPI, settings: Settings) -> None:
         service=batch_service.BatchService(
             settings=settings,
             store=batch_service.store_from_settings(settings),
-            dispatcher=worker_app.CeleryDispatcher(celery),
+            dispatcher=worker_app.CeleryDispatcher(celery, queue=settings.celery_queue),
             drift=lambda: getattr(app.state, "drift", None),
         ),
         celery=celery,

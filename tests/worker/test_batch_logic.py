@@ -1,0 +1,270 @@
+"""Batch job logic without Celery: parsing, chunking, idempotent writes, paging, CSV, parity."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from loan_default.core.config import Settings
+from loan_default.core.errors import InvalidInput, NotFound
+from loan_default.services import batch as bs
+from loan_default.services.model import ModelService
+from tests.conftest import make_settings
+from tests.worker.conftest import csv_bytes
+
+BOUNDS = [
+    bs.FieldBounds("employed", ge=0, le=1, integer=True),
+    bs.FieldBounds("bank_balance", ge=0, le=1e12),
+    bs.FieldBounds("annual_salary", gt=0, le=1e12),
+]
+
+
+def _rows(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.column_stack(
+        [rng.integers(0, 2, n), rng.uniform(0, 30_000, n), rng.uniform(1_000, 90_000, n)]
+    ).astype(np.float64)
+
+
+class InlineDispatcher:
+    """Runs each chunk right away through the same function the Celery task calls."""
+
+    def __init__(self, store: bs.JobStore, model: ModelService, *, repeat: int = 1) -> None:
+        self.store, self.model, self.repeat = store, model, repeat
+        self.sent: list[tuple[str, int]] = []
+
+    def dispatch(self, job_id: str, n_chunks: int) -> None:
+        for i in range(n_chunks):
+            self.sent.append((job_id, i))
+            for _ in range(self.repeat):
+                bs.score_chunk(
+                    store=self.store, job_id=job_id, index=i, predict=self.model.predict_matrix
+                )
+
+
+@pytest.fixture
+def model(bundle: Any, trained_settings: Settings) -> ModelService:
+    return ModelService(settings=trained_settings, bundle=bundle)
+
+
+def _service(
+    tmp_path: Path, model: ModelService, trained_store: Path, **kw: Any
+) -> tuple[bs.BatchService, InlineDispatcher]:
+    settings = make_settings(trained_store, celery_data_dir=str(tmp_path / "c"), **kw)
+    store = bs.FileJobStore(tmp_path / "c")
+    dispatcher = InlineDispatcher(store, model)
+    return bs.BatchService(settings=settings, store=store, dispatcher=dispatcher), dispatcher
+
+
+# --- parsing -----------------------------------------------------------------------------------
+@pytest.mark.unit
+def test_parse_csv_accepts_both_namings_and_keeps_extra_columns() -> None:
+    for header in (
+        "id,Employed,Bank Balance,Annual Salary",
+        "id,employed,bank_balance,annual_salary",
+    ):
+        parsed = bs.parse_csv(
+            csv_bytes([(7, 1, 100.5, 2000), (8, 0, 0, 1.5)], header),
+            bounds=BOUNDS,
+            max_rows=10,
+            on_error="reject",
+        )
+        assert parsed.raw.tolist() == [[1, 100.5, 2000], [0, 0, 1.5]]
+        assert parsed.table.column("id").to_pylist() == [7, 8]
+        assert parsed.bad_rows == 0
+
+
+@pytest.mark.unit
+def test_parse_csv_reports_bad_rows_by_number_and_reason() -> None:
+    data = csv_bytes(
+        [(1, 100, 2000), ("x", 100, 2000), (1, -5, 2000), (2, 100, 2000), (1, 100, 0), (0, "", 5)],
+        "Employed,Bank Balance,Annual Salary",
+    )
+    with pytest.raises(InvalidInput) as err:
+        bs.parse_csv(data, bounds=BOUNDS, max_rows=100, on_error="reject")
+    detail = err.value.detail
+    assert detail["bad_rows"] == 5
+    by_row = {(e["row"], e["field"]) for e in detail["rows"]}
+    assert by_row == {
+        (2, "employed"),
+        (3, "bank_balance"),
+        (4, "employed"),
+        (5, "annual_salary"),
+        (6, "bank_balance"),
+    }
+    skipped = bs.parse_csv(data, bounds=BOUNDS, max_rows=100, on_error="skip")
+    assert skipped.raw.tolist() == [[1, 100, 2000]]
+    assert skipped.bad_rows == 5
+    assert skipped.source_rows == 6
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        (b"a,b,c\n1,2,3\n", "lacks required columns"),
+        (b"Employed,Bank Balance,Annual Salary\n", "no data rows"),
+        (b"Employed,Bank Balance,Annual Salary\n" + b"1,2,3\n" * 11, "at most 10"),
+        (b"Employed,Bank Balance,Annual Salary\n1,nan,3\n1,inf,3\n", "2 of 2 rows"),
+    ],
+)
+def test_parse_csv_refuses_unusable_files(data: bytes, needle: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        bs.parse_csv(data, bounds=BOUNDS, max_rows=10, on_error="reject")
+    assert needle in err.value.message
+
+
+# --- state -----------------------------------------------------------------------------------
+@pytest.mark.unit
+def test_job_state_derives_status_progress_and_versions() -> None:
+    rec = bs.JobRecord(
+        job_id="j", kind="json", total=250, chunk_sizes=[100, 100, 50], created_at=0, expires_at=1
+    )
+    assert bs.JobState(rec, {}, None).status == "PENDING"
+    s = bs.JobState(rec, {0: "100:3"}, None)
+    assert (s.status, s.completed, s.progress, s.model_version) == ("PROGRESS", 100, 40, "3")
+    s = bs.JobState(rec, {0: "100:3", 1: "100:10", 2: "50:3"}, None)
+    assert (s.status, s.progress, s.model_version) == ("SUCCESS", 100, "3,10")
+    assert bs.JobState(rec, {0: "100:3"}, "boom").status == "FAILURE"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "job_id", ["", "x", "../../etc", "00000000-0000-0000-0000-00000000000g", "a" * 36]
+)
+def test_malformed_ids_are_not_found(tmp_path: Path, job_id: str, trained_store: Path) -> None:
+    settings = make_settings(trained_store)
+    svc = bs.BatchService(
+        settings=settings,
+        store=bs.FileJobStore(tmp_path),
+        dispatcher=InlineDispatcher.__new__(InlineDispatcher),
+    )
+    with pytest.raises(NotFound):
+        svc.status(job_id)
+
+
+# --- end to end through the service (inline dispatch) -----------------------------------------
+@pytest.mark.unit
+def test_batch_items_equal_single_predictions(
+    tmp_path: Path, model: ModelService, trained_store: Path
+) -> None:
+    svc, _ = _service(tmp_path, model, trained_store)
+    raw = _rows(500)
+    raw[0] = [1, 0.0, 1.0]
+    raw[1] = [0, 123456.78, 0.01]
+    sub = svc.submit_rows(raw=raw)
+    data = svc.status(sub.job_id)
+    assert data["status"] == "SUCCESS"
+    assert data["model_version"] == model.require().version
+    for (e, b, s), item in zip(raw.tolist(), data["results"], strict=True):
+        single = model.predict_one(employed=int(e), bank_balance=b, annual_salary=s).as_dict()
+        single.pop("model_version")
+        assert item == single
+
+
+@pytest.mark.unit
+def test_chunks_page_and_csv_keep_input_order_when_scored_twice(
+    tmp_path: Path, model: ModelService, trained_store: Path
+) -> None:
+    svc, dispatcher = _service(tmp_path, model, trained_store, batch_chunk_size=100)
+    dispatcher.repeat = 2  # at-least-once: every chunk delivered twice
+    raw = _rows(1234, seed=1)
+    sub = svc.submit_rows(raw=raw)
+    assert len(dispatcher.sent) == 13
+    state = svc.state(sub.job_id)
+    assert state.status == "SUCCESS"
+    assert state.completed == 1234
+    page = svc.status(sub.job_id, offset=95, limit=210)
+    assert page["next_offset"] == 305
+    assert [r["features_used"]["bank_balance"] for r in page["results"]] == raw[95:305, 1].tolist()
+    assert svc.status(sub.job_id, offset=1200, limit=1000)["next_offset"] is None
+    assert svc.status(sub.job_id, offset=5000)["results"] == []
+    rows = list(csv.DictReader(io.StringIO(b"".join(svc.csv_chunks(sub.job_id)).decode())))
+    assert len(rows) == 1234
+    assert [float(r["bank_balance"]) for r in rows] == raw[:, 1].tolist()
+    full = (
+        svc.status(sub.job_id, limit=1000)["results"]
+        + svc.status(sub.job_id, offset=1000, limit=1000)["results"]
+    )
+    assert [float(r["probability"]) for r in rows] == [x["probability"] for x in full]
+    assert [r["default_risk"] for r in rows] == [x["default_risk"] for x in full]
+
+
+@pytest.mark.unit
+def test_file_job_carries_extra_columns_and_skips_bad_rows(
+    tmp_path: Path, model: ModelService, trained_store: Path
+) -> None:
+    svc, _ = _service(tmp_path, model, trained_store, batch_chunk_size=100)
+    rows = [(f"L{i}", i % 2, 100.0 * i, 1000 + i) for i in range(250)]
+    rows[17] = ("L17", 1, -1, 1000)
+    data = csv_bytes(rows, "loan_id,Employed,Bank Balance,Annual Salary")
+    parsed = bs.parse_csv(data, bounds=BOUNDS, max_rows=1000, on_error="skip")
+    sub = svc.submit_file(parsed=parsed, digest="d")
+    assert sub.total == 249
+    assert sub.skipped == 1
+    assert sub.row_errors[0]["row"] == 18
+    out = list(csv.DictReader(io.StringIO(b"".join(svc.csv_chunks(sub.job_id)).decode())))
+    assert [r["loan_id"] for r in out] == [r[0] for r in rows if r[0] != "L17"]
+    assert set(out[0]) == {
+        "loan_id",
+        "Employed",
+        "Bank Balance",
+        "Annual Salary",
+        "prediction",
+        "probability",
+        "default_risk",
+    }
+
+
+@pytest.mark.unit
+def test_idempotency_key_returns_the_same_job(
+    tmp_path: Path, model: ModelService, trained_store: Path
+) -> None:
+    svc, dispatcher = _service(tmp_path, model, trained_store)
+    raw = _rows(10)
+    first = svc.submit_rows(raw=raw, idempotency_key="k1")
+    again = svc.submit_rows(raw=raw, idempotency_key="k1")
+    assert again.job_id == first.job_id
+    assert again.replayed
+    assert len(dispatcher.sent) == 1
+    with pytest.raises(bs.IdempotencyConflict):
+        svc.submit_rows(raw=_rows(10, seed=9), idempotency_key="k1")
+    assert svc.submit_rows(raw=raw, idempotency_key="k2").job_id != first.job_id
+
+
+@pytest.mark.unit
+def test_failed_dispatch_leaves_no_job_and_frees_the_key(
+    tmp_path: Path, model: ModelService, trained_store: Path
+) -> None:
+    svc, _ = _service(tmp_path, model, trained_store)
+
+    class Down:
+        def dispatch(self, job_id: str, n_chunks: int) -> None:
+            raise ConnectionError("broker down")
+
+    svc.dispatcher = Down()
+    with pytest.raises(bs.ServiceUnavailable):
+        svc.submit_rows(raw=_rows(5), idempotency_key="k")
+    assert list((tmp_path / "c" / "jobs").iterdir()) == []
+    assert (
+        svc.store.claim(__import__("hashlib").sha256(b"k").hexdigest(), "x:y", 60) is None
+    )  # the key was released
+
+
+@pytest.mark.unit
+def test_expired_jobs_are_not_found(
+    tmp_path: Path, model: ModelService, trained_store: Path
+) -> None:
+    svc, _ = _service(tmp_path, model, trained_store)
+    sub = svc.submit_rows(raw=_rows(5))
+    rec = svc.store.record(sub.job_id)
+    assert rec is not None
+    rec.expires_at = 0
+    (tmp_path / "c" / "jobs" / sub.job_id / "record.json").write_text(rec.model_dump_json())
+    with pytest.raises(NotFound):
+        svc.status(sub.job_id)
