@@ -54,7 +54,7 @@ COPY --chown=1000:1000 pyproject.toml pytest.ini ./
 COPY --chown=1000:1000 tests ./tests
 RUN chown 1000:1000 /app
 USER 1000:1000
-CMD ["pytest", "-m", "not slow"]
+CMD ["pytest", "-m", "not slow", "--ignore=tests/deploy"]
 
 FROM base AS runtime
 USER 1000:1000
