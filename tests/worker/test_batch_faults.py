@@ -1,0 +1,170 @@
+"""Faults that must lose nothing: a SIGKILLed worker, a Redis restart, an API restart.
+
+Real processes throughout: uvicorn API servers and Celery workers started through the CLI, the
+shared Redis (DB 5, a private key prefix and queue) or a private redis-server with AOF.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.worker.conftest import (
+    HEADERS,
+    PrivateRedis,
+    Proc,
+    base_url,
+    batch_settings,
+    csv_bytes,
+    wait_job,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ITEM = {"employed": 1, "bank_balance": 8754.36, "annual_salary": 532339.56}
+
+
+def _portfolio(n: int) -> bytes:
+    return csv_bytes(
+        [(f"id{i}", i % 2, 10.0 * i, 1000.0 + i) for i in range(n)],
+        "loan_id,Employed,Bank Balance,Annual Salary",
+    )
+
+
+def _csv_ids(client: httpx.Client, job_id: str) -> list[str]:
+    text = client.get(f"/api/v1/predict/batch/{job_id}/results.csv").text
+    return [r["loan_id"] for r in csv.DictReader(io.StringIO(text))]
+
+
+def test_sigkilled_worker_mid_job_every_row_exactly_once(
+    trained_store: Path, tmp_path: Path, procs: Callable[..., Proc]
+) -> None:
+    settings = batch_settings(
+        trained_store,
+        tmp_path,
+        batch_chunk_size=100,
+        celery_visibility_timeout_s=4,
+        batch_task_time_limit_s=3,
+    )
+    api = procs("api", settings)
+    first = procs("worker", settings)
+    n = 30_000
+    with httpx.Client(base_url=base_url(api), headers=HEADERS, timeout=30) as client:
+        r = client.post(
+            "/api/v1/predict/batch/file", files={"file": ("p.csv", _portfolio(n), "text/csv")}
+        )
+        assert r.status_code == 202, r.text
+        job = r.json()["data"]["job_id"]
+        deadline = time.monotonic() + 60
+        progress = 0
+        while time.monotonic() < deadline:
+            progress = client.get(f"/api/v1/predict/batch/{job}").json()["data"]["progress"]
+            if progress >= 10:
+                break
+            time.sleep(0.01)
+        first.kill(signal.SIGKILL)
+        stalled = client.get(f"/api/v1/predict/batch/{job}").json()["data"]
+        assert stalled["status"] == "PROGRESS", "the kill must land mid-job"
+        procs("worker", settings)
+        done = wait_job(client, job, timeout=90)
+        assert done["status"] == "SUCCESS"
+        assert done["completed"] == done["total"] == n
+        ids = _csv_ids(client, job)
+    assert ids == [f"id{i}" for i in range(n)]
+
+
+def test_redis_restart_with_queued_jobs(
+    trained_store: Path,
+    tmp_path: Path,
+    procs: Callable[..., Proc],
+    private_redis: PrivateRedis,
+) -> None:
+    settings = batch_settings(trained_store, tmp_path, celery_broker_url=private_redis.url)
+    api = procs("api", settings)
+    with httpx.Client(base_url=base_url(api), headers=HEADERS, timeout=30) as client:
+        jobs = []
+        for k in range(3):
+            r = client.post("/api/v1/predict/batch", json={"predictions": [ITEM] * (k + 1)})
+            assert r.status_code == 202, r.text
+            jobs.append(r.json()["data"]["job_id"])
+        private_redis.stop()  # no worker yet: the three jobs are queued
+        r = client.post("/api/v1/predict/batch", json={"predictions": [ITEM]})
+        assert r.status_code == 503, r.text
+        assert r.json()["success"] is False
+        assert client.get(f"/api/v1/predict/batch/{jobs[0]}").status_code == 503
+        assert client.post("/api/v1/predict", json=ITEM).status_code == 200
+        ready = client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["data"]["broker"]["status"] == "unavailable"
+
+        private_redis.start()  # same port and AOF directory
+        procs("worker", settings)
+        for k, job in enumerate(jobs):
+            done = wait_job(client, job, timeout=60)
+            assert done["status"] == "SUCCESS"
+            assert done["completed"] == k + 1
+        assert client.get("/readyz").json()["data"]["broker"]["status"] == "ok"
+        r = client.post("/api/v1/predict/batch", json={"predictions": [ITEM]})
+        assert r.status_code == 202, r.text
+        assert wait_job(client, r.json()["data"]["job_id"])["status"] == "SUCCESS"
+
+
+def test_api_restarted_while_jobs_run(
+    trained_store: Path, tmp_path: Path, procs: Callable[..., Proc]
+) -> None:
+    settings = batch_settings(trained_store, tmp_path, batch_chunk_size=100)
+    api = procs("api", settings)
+    procs("worker", settings)
+    n = 20_000
+    with httpx.Client(base_url=base_url(api), headers=HEADERS, timeout=30) as client:
+        r = client.post(
+            "/api/v1/predict/batch/file", files={"file": ("p.csv", _portfolio(n), "text/csv")}
+        )
+        assert r.status_code == 202, r.text
+        job = r.json()["data"]["job_id"]
+    api.kill(signal.SIGKILL)
+    api2 = procs("api", settings)
+    with httpx.Client(base_url=base_url(api2), headers=HEADERS, timeout=30) as client:
+        assert client.get(f"/api/v1/predict/batch/{job}").status_code == 200
+        done = wait_job(client, job, timeout=60)
+        assert done["status"] == "SUCCESS"
+        assert done["completed"] == n
+        assert _csv_ids(client, job) == [f"id{i}" for i in range(n)]
+
+
+def test_embedded_broker_without_any_server(
+    trained_store: Path, tmp_path: Path, procs: Callable[..., Proc]
+) -> None:
+    settings = batch_settings(
+        trained_store, tmp_path, celery_broker_url="", batch_store_url="", batch_chunk_size=100
+    )
+    api = procs("api", settings)
+    with httpx.Client(base_url=base_url(api), headers=HEADERS, timeout=30) as client:
+        queued = client.post("/api/v1/predict/batch", json={"predictions": [ITEM] * 3})
+        assert queued.status_code == 202, queued.text
+        first = procs("worker", settings)
+        assert wait_job(client, queued.json()["data"]["job_id"])["status"] == "SUCCESS"
+        n = 20_000
+        r = client.post(
+            "/api/v1/predict/batch/file", files={"file": ("p.csv", _portfolio(n), "text/csv")}
+        )
+        assert r.status_code == 202, r.text
+        job = r.json()["data"]["job_id"]
+        while client.get(f"/api/v1/predict/batch/{job}").json()["data"]["progress"] < 10:
+            time.sleep(0.01)
+        first.kill(signal.SIGKILL)  # the SQLite transport drops the message it delivered ...
+        procs("worker", settings)  # ... and the next worker re-dispatches unfinished chunks
+        done = wait_job(client, job, timeout=60)
+        assert done["status"] == "SUCCESS"
+        assert _csv_ids(client, job) == [f"id{i}" for i in range(n)]
+        broker = client.get("/readyz").json()["data"]["broker"]
+        assert broker["type"] == "sqlite"
+        assert broker["status"] == "ok"
+    assert (tmp_path / "celery" / "broker.sqlite").exists()
