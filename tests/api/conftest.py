@@ -1,0 +1,117 @@
+"""Real uvicorn servers (`loan-default serve` subprocesses) against MLflow stores in tmp dirs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import DATA_FILE, TEST_API_KEY, free_port
+
+CLI = str(Path(sys.executable).parent / "loan-default")
+JSON_HEADERS = {"X-API-Key": TEST_API_KEY, "Content-Type": "application/json"}
+GOOD = {"employed": 1, "bank_balance": 8754.36, "annual_salary": 532339.56}
+
+
+def store_env(store: Path, **overrides: object) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update(
+        {
+            "ENVIRONMENT": "test",
+            "API_KEYS": TEST_API_KEY,
+            "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
+            "MLFLOW_ARTIFACT_ROOT": str(store / "artifacts"),
+            "MODEL_CACHE_DIR": str(store / "cache"),
+            "DATA_PATH": str(DATA_FILE),
+            "LOG_LEVEL": "INFO",
+        }
+    )
+    env.update({k.upper(): str(v) for k, v in overrides.items()})
+    return env
+
+
+class Server:
+    """One `loan-default serve` process; its stdout+stderr go to `log` (never a pipe)."""
+
+    def __init__(self, env: dict[str, str], workdir: Path, *, workers: int = 1) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = workdir / f"server-{self.port}.log"
+        workdir.mkdir(parents=True, exist_ok=True)
+        cmd = [CLI, "serve", "--port", str(self.port), "--workers", str(workers)]
+        # cwd = workdir: no `.env` from the repository is read
+        self._out = self.log.open("wb")
+        self.proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=self._out, stderr=self._out)
+
+    def wait(self, path: str = "/readyz", timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited {self.proc.returncode}:\n{self.logs()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + path, timeout=2).status_code == 200:
+                    return
+            time.sleep(0.2)
+        raise AssertionError(f"server not answering 200 on {path}:\n{self.logs()[-3000:]}")
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._out.close()
+
+
+@contextlib.contextmanager
+def running(env: dict[str, str], workdir: Path, *, workers: int = 1, wait: str = "/readyz"):  # type: ignore[no-untyped-def]
+    server = Server(env, workdir, workers=workers)
+    try:
+        server.wait(wait)
+        yield server
+    finally:
+        server.stop()
+
+
+def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
+    """Sum of the samples of `name` whose labels include `labels` in exposition `text`."""
+    total, found = 0.0, False
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        metric, _, label_text = head.partition("{")
+        if metric != name:
+            continue
+        pairs = dict(
+            p.split("=", 1) for p in label_text.rstrip("}").split(",") if "=" in p
+        )
+        pairs = {k: v.strip('"') for k, v in pairs.items()}
+        if labels and any(pairs.get(k) != v for k, v in labels.items()):
+            continue
+        total += float(value)
+        found = True
+    return total if found else None
+
+
+@pytest.fixture(scope="module")
+def api_server(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server on the (read-only) session store, with a limit no contract test reaches."""
+    env = store_env(trained_store, rate_limit_per_minute=100_000, drift_interval_s=0.5)
+    with running(env, tmp_path_factory.mktemp("api-server")) as server:
+        yield server
