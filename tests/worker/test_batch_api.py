@@ -226,3 +226,18 @@ def test_readyz_reports_the_broker(stack: tuple[Settings, httpx.Client]) -> None
     body = client.get("/readyz").json()
     assert body["data"]["broker"]["type"] == "redis"
     assert body["data"]["broker"]["status"] == "ok"
+
+
+def test_uploads_may_exceed_the_json_body_limit(stack: tuple[Settings, httpx.Client]) -> None:
+    settings, client = stack
+    n = 120_000  # ~3.4 MB: above MAX_BODY_BYTES (2 MB), below MAX_UPLOAD_BYTES
+    data = b"Employed,Bank Balance,Annual Salary\n" + b"1,12345.678901,45678.901234\n" * n
+    assert len(data) > settings.max_body_bytes
+    r = client.post("/api/v1/predict/batch/file", files={"file": ("big.csv", data, "text/csv")})
+    assert r.status_code == 202, r.text
+    assert wait_job(client, r.json()["data"]["job_id"], limit=1)["completed"] == n
+    big_json = b'{"predictions": [' + b"0," * settings.max_body_bytes + b"0]}"
+    r = client.post(
+        "/api/v1/predict/batch", content=big_json, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413

@@ -99,16 +99,19 @@ class RequestMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        # Upload routes (the batch CSV) may raise the limit: `app.state.body_limits[path]`.
+        limits = getattr(getattr(scope.get("app"), "state", None), "body_limits", None)
+        limit = limits.get(path, self.max_body_bytes) if limits else self.max_body_bytes
         try:
-            if method in _BODY_METHODS and self._too_large(content_length):
-                await self._reject_large(send_wrapper)
+            if method in _BODY_METHODS and self._too_large(content_length, limit):
+                await self._reject_large(send_wrapper, limit)
             elif method in _BODY_METHODS and content_length is None:
-                await self.app(scope, self._limited(receive), send_wrapper)
+                await self.app(scope, self._limited(receive, limit), send_wrapper)
             else:
                 await self.app(scope, receive, send_wrapper)
         except _BodyTooLarge:
             if not started:
-                await self._reject_large(send_wrapper)
+                await self._reject_large(send_wrapper, limit)
         except Exception as exc:
             logger.opt(exception=exc).error(
                 "unhandled error in {} {} (request {})", method, path, request_id
@@ -134,19 +137,19 @@ class RequestMiddleware:
                     model_version=state.get("model_version"),
                 )
 
-    def _too_large(self, content_length: bytes | None) -> bool:
+    def _too_large(self, content_length: bytes | None, limit: int) -> bool:
         if content_length is None:
             return False
         try:
-            return int(content_length) > self.max_body_bytes
+            return int(content_length) > limit
         except ValueError:
             return True  # a malformed length is refused like an oversized one
 
-    async def _reject_large(self, send: Send) -> None:
+    async def _reject_large(self, send: Send, limit: int) -> None:
         body = error_body(
             "payload_too_large",
-            f"request body larger than {self.max_body_bytes} bytes",
-            {"max_body_bytes": self.max_body_bytes},
+            f"request body larger than {limit} bytes",
+            {"max_body_bytes": limit},
         )
         await send(
             {
@@ -161,10 +164,9 @@ class RequestMiddleware:
         )
         await send({"type": "http.response.body", "body": body})
 
-    def _limited(self, receive: Receive) -> Receive:
+    def _limited(self, receive: Receive, limit: int) -> Receive:
         """Count a streamed (chunked) body and stop it at the limit."""
         seen = 0
-        limit = self.max_body_bytes
 
         async def wrapped() -> Message:
             nonlocal seen

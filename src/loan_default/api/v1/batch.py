@@ -121,6 +121,10 @@ def attach(app: FastAPI, settings: Settings) -> None:
         celery=celery,
     )
     app.state.batch = state
+    # The request middleware caps bodies at MAX_BODY_BYTES; portfolio uploads get MAX_UPLOAD_BYTES.
+    limits = dict(getattr(app.state, "body_limits", None) or {})
+    limits["/api/v1/predict/batch/file"] = settings.max_upload_bytes
+    app.state.body_limits = limits
     inner = app.router.lifespan_context
 
     @asynccontextmanager
