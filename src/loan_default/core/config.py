@@ -41,7 +41,8 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = "sqlite:///mlflow/mlflow.db"
     """Tracking + registry store; SQLite needs no server, any MLflow URI works."""
     mlflow_artifact_root: str = "mlflow/artifacts"
-    """Where new experiments keep artifacts (only used when the experiment is created)."""
+    """Where new experiments keep artifacts: a local path, or a URI (s3://, mlflow-artifacts:/)
+    passed as given; empty uses the tracking server's default. Read when creating the experiment."""
     mlflow_experiment: str = "loan-default"
     model_name: str = "loan-default"
     model_alias: str = "production"

@@ -7,6 +7,7 @@ registered-model tag; rollback pops it.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,11 +60,14 @@ class Registry:
         exp = self.client.get_experiment_by_name(self.settings.mlflow_experiment)
         if exp is not None:
             return str(exp.experiment_id)
-        location = None
-        if self.settings.mlflow_tracking_uri.startswith("sqlite:") or (
-            "://" not in self.settings.mlflow_artifact_root
-        ):
-            root = Path(self.settings.mlflow_artifact_root).resolve()
+        root_setting = self.settings.mlflow_artifact_root.strip()
+        location: str | None
+        if not root_setting:
+            location = None  # the tracking server's own default artifact root
+        elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", root_setting):
+            location = root_setting  # a URI (s3://, mlflow-artifacts:/, file:...): as given
+        else:
+            root = Path(root_setting).resolve()
             root.mkdir(parents=True, exist_ok=True)
             location = root.as_uri()
         return str(self.client.create_experiment(self.settings.mlflow_experiment, location))
