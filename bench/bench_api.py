@@ -13,7 +13,6 @@ Usage: `.venv/bin/python bench/bench_api.py [--duration 10] [--connections 16]`
    prometheus-fastapi-instrumentator) for comparison.
 """
 
-
 import argparse
 import asyncio
 import contextlib
@@ -432,7 +431,8 @@ def _ceiling_app() -> Any:
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("ceiling_app", ROOT / "bench" / "ceiling_app.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.app

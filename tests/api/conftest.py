@@ -98,9 +98,7 @@ def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> 
         metric, _, label_text = head.partition("{")
         if metric != name:
             continue
-        pairs = dict(
-            p.split("=", 1) for p in label_text.rstrip("}").split(",") if "=" in p
-        )
+        pairs = dict(p.split("=", 1) for p in label_text.rstrip("}").split(",") if "=" in p)
         pairs = {k: v.strip('"') for k, v in pairs.items()}
         if labels and any(pairs.get(k) != v for k, v in labels.items()):
             continue

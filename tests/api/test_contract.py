@@ -26,7 +26,8 @@ def _assert_envelope(r: httpx.Response, status: int, code: str) -> dict[str, Any
     body = r.json()
     assert body["success"] is False
     assert body["error"] == code
-    assert isinstance(body["message"], str) and body["message"]
+    assert isinstance(body["message"], str)
+    assert body["message"]
     assert "detail" in body
     assert "Traceback" not in r.text
     return body
@@ -56,7 +57,8 @@ def test_predict_contract(api_server: Server, bundle: Any) -> None:
     r = _predict(api_server, GOOD)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["success"] is True and body["message"]
+    assert body["success"] is True
+    assert body["message"]
     data = body["data"]
     assert set(data) == {
         "prediction",
@@ -99,9 +101,7 @@ def test_prediction_uses_stored_threshold_not_half(api_server: Server, bundle: A
 
 def test_explain_contributions_sum_to_raw_margin(api_server: Server, bundle: Any) -> None:
     body = {"employed": 0, "bank_balance": 20000.0, "annual_salary": 100000.0}
-    r = httpx.post(
-        f"{api_server.url}/api/v1/predict?explain=true", json=body, headers=JSON_HEADERS
-    )
+    r = httpx.post(f"{api_server.url}/api/v1/predict?explain=true", json=body, headers=JSON_HEADERS)
     assert r.status_code == 200, r.text
     contribs = r.json()["data"]["contributions"]
     assert set(contribs) == {"employed", "bank_balance", "annual_salary", "saving_rate", "bias"}
@@ -127,7 +127,8 @@ def test_model_info(api_server: Server) -> None:
         "test_metrics",
     ):
         assert key in data
-    assert data["version"] == "1" and data["alias"] == "production"
+    assert data["version"] == "1"
+    assert data["alias"] == "production"
     assert data["engineered_features"] == ["saving_rate"]
     assert "roc_auc" in data["test_metrics"]
 
@@ -158,13 +159,14 @@ def test_metrics_docs_openapi(api_server: Server) -> None:
     assert metric_value(text, "loan_model_info", {"version": "1", "alias": "production"}) == 1
     assert (metric_value(text, "loan_predictions_total", {"status": "success"}) or 0) >= 1
     assert 'handler="/api/v1/predict"' in text
-    assert 'handler="/metrics"' not in text and 'handler="/healthz"' not in text
+    assert 'handler="/metrics"' not in text
+    assert 'handler="/healthz"' not in text
     assert httpx.get(f"{api_server.url}/docs").status_code == 200
     spec = httpx.get(f"{api_server.url}/openapi.json").json()
     assert "/api/v1/predict" in spec["paths"]
-    schema = spec["paths"]["/api/v1/predict"]["post"]["requestBody"]["content"][
-        "application/json"
-    ]["schema"]
+    schema = spec["paths"]["/api/v1/predict"]["post"]["requestBody"]["content"]["application/json"][
+        "schema"
+    ]
     assert set(schema["required"]) == {"employed", "bank_balance", "annual_salary"}
 
 
@@ -250,7 +252,9 @@ def test_wrong_content_type_415(api_server: Server, ctype: str | None) -> None:
 
 
 def test_bad_explain_flag_422(api_server: Server) -> None:
-    r = httpx.post(f"{api_server.url}/api/v1/predict?explain=maybe", json=GOOD, headers=JSON_HEADERS)
+    r = httpx.post(
+        f"{api_server.url}/api/v1/predict?explain=maybe", json=GOOD, headers=JSON_HEADERS
+    )
     body = _assert_envelope(r, 422, "validation_error")
     assert "explain" in body["message"]
 

@@ -145,12 +145,12 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 def internal_error_response(request_id: str | None) -> Response:
+    """The request id header is added by the middleware (it wraps every response)."""
     return error_response(
         500,
         "internal_error",
         "internal server error; quote the request id when reporting it",
         {"request_id": request_id},
-        {"X-Request-ID": request_id} if request_id else None,
     )
 
 
