@@ -18,7 +18,8 @@ from typing import Annotated, Any, Literal
 import annotated_types
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, File, Header, Query, Request, UploadFile
-from pydantic import BaseModel, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
@@ -38,7 +39,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 class BatchPredictionRequest(BaseModel):
-    """1 to BATCH_MAX_ROWS applicants, each validated exactly like the single predict."""
+    """1 to BATCH_MAX_ROWS applicants, each validated exactly like the single predict.
+
+    The body of `POST /api/v1/predict/batch` (parsed from bytes by the handler).
+    """
 
     predictions: list[PredictionRequest] = Field(min_length=1)
 
@@ -185,8 +189,16 @@ def _accepted(sub: batch_service.Submitted, *, kind: str) -> Response:
     summary="Queue up to BATCH_MAX_ROWS applicants for scoring",
 )
 async def submit_batch(
-    payload: BatchPredictionRequest, batch: BatchDep, idempotency_key: IdempotencyKey = None
+    request: Request, batch: BatchDep, idempotency_key: IdempotencyKey = None
 ) -> Response:
+    # Validated straight from bytes by pydantic's JSON parser (half the cost of FastAPI's body
+    # parameter for 1000 items); errors keep FastAPI's shape, `loc` = body.predictions.<i>.<field>.
+    try:
+        payload = BatchPredictionRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from None
     items = payload.predictions
     limit = batch.settings.batch_max_rows
     if len(items) > limit:
