@@ -1,9 +1,13 @@
 """Per-client fixed-window rate limit on the `limits` engine (the library slowapi is built on).
 
-Why not slowapi's route decorator: it wraps each endpoint in a sync layer that measured ~150 us per
-request here, while the same storage and key scheme called from the async auth dependency cost a
-few microseconds with `memory://` (one loopback round trip with Redis). The storage URI is
-slowapi's: `memory://` per process, `redis://host:port/db` shared by every worker and pod.
+Why not slowapi's route decorator: the limit has to be counted inside the auth dependency, keyed
+by the *validated* key's digest and falling back to the client IP before the key is judged (so
+key guessing is throttled too), and applied to every /api/v1 route, the batch ones included,
+without each endpoint taking a `request`/`response` parameter. The storage URIs and key scheme
+are slowapi's (`memory://` per process, `redis://host:port/db` shared by every worker and pod).
+Measured here (bench/bench_api.py, in-process): a hit costs ~6-10 us with `memory://` and one
+loopback round trip (~220 us, async, the event loop keeps serving) with Redis; slowapi's
+decorator on a bare app measured +0-20 us, so the choice is about placement, not speed.
 
 If the storage fails (Redis down), requests are let through and one warning is logged per outage:
 a limiter outage should not become an API outage.
