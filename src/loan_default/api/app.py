@@ -20,7 +20,7 @@ from loan_default.api import errors as api_errors
 from loan_default.api.deps import authorize
 from loan_default.api.middleware import RequestMiddleware
 from loan_default.api.ratelimit import RateLimiter
-from loan_default.api.schemas import JSONBytes
+from loan_default.api.schemas import ErrorEnvelope, JSONBytes
 from loan_default.api.v1 import batch, health, model, monitoring, predict
 from loan_default.core.config import Settings, get_settings
 from loan_default.core.logging import configure_logging
@@ -30,6 +30,12 @@ from loan_default.services.drift import DriftMonitor
 from loan_default.services.model import ModelService
 
 API_PREFIX = "/api/v1"
+#: What the auth dependency may answer on every /api/v1 route (documented in OpenAPI).
+AUTH_ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorEnvelope, "description": "no X-API-Key header"},
+    403: {"model": ErrorEnvelope, "description": "the API key is not accepted"},
+    429: {"model": ErrorEnvelope, "description": "rate limit exceeded (see Retry-After)"},
+}
 
 
 def create_app(
@@ -97,7 +103,9 @@ def create_app(
     # Each v1 router is mounted directly (one routing level less than a /api/v1 parent router,
     # ~25 us a request); every route under /api/v1 requires a key and counts against the limit.
     for router in (predict.router, batch.router, model.router, monitoring.router):
-        app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(authorize)])
+        app.include_router(
+            router, prefix=API_PREFIX, dependencies=[Depends(authorize)], responses=AUTH_ERRORS
+        )
     batch.attach(app, settings)
 
     if settings.cors_origin_list:
@@ -109,5 +117,9 @@ def create_app(
             allow_methods=["GET", "POST"],
             allow_headers=["X-API-Key", "Content-Type", "X-Request-ID"],
         )
-    app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_read_timeout_s=settings.body_read_timeout_s,
+    )
     return app

@@ -9,6 +9,7 @@ decided, the HTTP metrics, one structured log line (no keys, no payloads), and t
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -38,6 +39,10 @@ class _BodyTooLarge(HTTPException):
     """Raised from `receive`: FastAPI re-raises HTTPExceptions met while reading the body."""
 
 
+class _BodyTimeout(HTTPException):
+    """The body did not arrive within the read timeout (a slow or stalled client): 408."""
+
+
 def _route_template(scope: Scope) -> str:
     """The matched route's full path template (`/api/v1/predict/batch/{job_id}`), for labels.
 
@@ -53,9 +58,17 @@ def _route_template(scope: Scope) -> str:
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, access_log: bool = True) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        body_read_timeout_s: float = 30.0,
+        access_log: bool = True,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_read_timeout_s = body_read_timeout_s
         self.access_log = access_log
         self.http_metrics = metrics.HttpRecorder()
 
@@ -105,13 +118,17 @@ class RequestMiddleware:
         try:
             if method in _BODY_METHODS and self._too_large(content_length, limit):
                 await self._reject_large(send_wrapper, limit)
-            elif method in _BODY_METHODS and content_length is None:
-                await self.app(scope, self._limited(receive, limit), send_wrapper)
+            elif method in _BODY_METHODS:
+                guarded = self._guarded(receive, limit=limit, count=content_length is None)
+                await self.app(scope, guarded, send_wrapper)
             else:
                 await self.app(scope, receive, send_wrapper)
         except _BodyTooLarge:
             if not started:
                 await self._reject_large(send_wrapper, limit)
+        except _BodyTimeout:
+            if not started:
+                await self._reject_slow(send_wrapper)
         except Exception as exc:
             logger.opt(exception=exc).error(
                 "unhandled error in {} {} (request {})", method, path, request_id
@@ -164,14 +181,54 @@ class RequestMiddleware:
         )
         await send({"type": "http.response.body", "body": body})
 
-    def _limited(self, receive: Receive, limit: int) -> Receive:
-        """Count a streamed (chunked) body and stop it at the limit."""
+    async def _reject_slow(self, send: Send) -> None:
+        body = error_body(
+            "request_timeout",
+            f"request body not received within {self.body_read_timeout_s:g} s",
+            {"body_read_timeout_s": self.body_read_timeout_s},
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 408,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def _guarded(self, receive: Receive, *, limit: int, count: bool) -> Receive:
+        """Bound the time the body takes to arrive (a slowloris trickling bytes gets a 408 and
+        its connection closed) and, when `count` (a chunked body), its size.
+
+        The deadline is BODY_READ_TIMEOUT_S after the request's start, stretched in proportion for
+        upload routes whose limit is above MAX_BODY_BYTES (so the minimum average rate asked of
+        a client is the same on every route). Once the body is complete, later `receive` calls
+        (disconnect listeners) pass through untimed.
+        """
         seen = 0
+        complete = False
+        budget = self.body_read_timeout_s * max(1.0, limit / self.max_body_bytes)
+        deadline = asyncio.get_running_loop().time() + budget
 
         async def wrapped() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
+            nonlocal seen, complete
+            if complete:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise _BodyTimeout(
+                    408, "request body not received in time", headers={"Connection": "close"}
+                ) from None
+            if message["type"] != "http.request":
+                return message
+            complete = not message.get("more_body", False)
+            if count:
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     raise _BodyTooLarge(413, f"request body larger than {limit} bytes")

@@ -11,7 +11,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.responses import Response
+from starlette.responses import JSONResponse
 
 #: Upper bound of money amounts: larger values are input errors (and overflow float32).
 MAX_AMOUNT = 1e12
@@ -19,8 +19,12 @@ MAX_AMOUNT = 1e12
 T = TypeVar("T")
 
 
-class JSONBytes(Response):
-    """JSON via orjson (NaN would become null; the API never emits it)."""
+class JSONBytes(JSONResponse):
+    """JSON via orjson (NaN would become null; the API never emits it).
+
+    A JSONResponse subclass so FastAPI documents each route's `response_model` in OpenAPI (for
+    any other response class it writes `{"type": "string"}`); rendering is orjson's.
+    """
 
     media_type = "application/json"
 

@@ -71,6 +71,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         proxy_headers=args.proxy_headers,
         forwarded_allow_ips=args.forwarded_allow_ips,
         timeout_graceful_shutdown=10,
+        # idle keep-alive sockets are closed; a slow body is cut by the middleware's deadline
+        timeout_keep_alive=settings.http_keep_alive_timeout_s,
     )
     return 0
 

@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     """Requests with larger bodies are refused with 413 before they are parsed."""
     max_upload_bytes: int = Field(default=100_000_000, ge=1024)
+    body_read_timeout_s: float = Field(default=30.0, gt=0)
+    """A request body must arrive within this (408 and the connection closed otherwise), so slow
+    clients cannot hold connections; upload routes get it scaled by their larger size limit."""
+    http_keep_alive_timeout_s: int = Field(default=5, ge=1)
+    """Idle keep-alive connections are closed after this many seconds (uvicorn)."""
     cors_origins: str = ""
     """Comma-separated allowed origins; empty keeps CORS closed."""
 

@@ -22,7 +22,7 @@ from loguru import logger
 from loan_default.core.config import Settings
 from loan_default.core.errors import ModelNotReady
 from loan_default.features import FEATURE_NAMES
-from loan_default.model.bundle import ModelBundle
+from loan_default.model.bundle import ModelBundle, ModelLoadError
 
 #: Called with a version string, returns the loaded bundle (raises on failure).
 BundleLoader = Callable[[str], ModelBundle]
@@ -82,6 +82,9 @@ class ModelService:
         self._listeners: list[Callable[[ModelBundle], None]] = []
         self.last_check_ok: bool | None = None
         self.last_error: str | None = None
+        #: A version refused as corrupt or incompatible: not downloaded again (nor logged again)
+        #: on every poll while the alias stays on it; any other failure is retried.
+        self.refused_version: str | None = None
 
     @classmethod
     def from_registry(cls, settings: Settings) -> ModelService:
@@ -196,10 +199,14 @@ class ModelService:
             current = self._bundle
             if version is None or (current is not None and current.version == version):
                 return False
+            if version == self.refused_version:
+                return False
             try:
                 bundle = self._load_version(version)
             except Exception as exc:
                 self.last_error = f"version {version} refused: {exc}"
+                if isinstance(exc, ModelLoadError):
+                    self.refused_version = version
                 logger.error(
                     "refusing model version {}: {}; still serving {}",
                     version,
@@ -208,6 +215,7 @@ class ModelService:
                 )
                 return False
             self.last_error = None
+            self.refused_version = None
             self.swap(bundle)
             return True
 

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
 from loan_default.api.deps import require_json
-from loan_default.api.schemas import ErrorEnvelope, JSONBytes, PredictionRequest
+from loan_default.api.schemas import Envelope, ErrorEnvelope, JSONBytes, PredictionRequest
 from loan_default.core.config import Settings
 from loan_default.core.errors import InvalidInput
 from loan_default.features import RAW_FEATURES
@@ -181,10 +181,38 @@ def _accepted(sub: batch_service.Submitted, *, kind: str) -> Response:
     )
 
 
+#: The handler parses the body itself, so its schema is given to OpenAPI here (inlined: the
+#: document has no component for it, and `$defs` refs would not resolve from the document root).
+_SUBMIT_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "title": "BatchPredictionRequest",
+                    "type": "object",
+                    "required": ["predictions"],
+                    "properties": {
+                        "predictions": {
+                            "type": "array",
+                            "minItems": 1,
+                            "description": "1 to BATCH_MAX_ROWS applicants.",
+                            "items": PredictionRequest.model_json_schema(),
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+
+
 @router.post(
     "",
     status_code=202,
     dependencies=[Depends(require_json)],
+    response_model=Envelope[BatchSubmitted],
+    openapi_extra=_SUBMIT_OPENAPI,
     responses=_ERRORS,
     summary="Queue up to BATCH_MAX_ROWS applicants for scoring",
 )
@@ -279,7 +307,11 @@ def _parse_upload(
 @router.post(
     "/file",
     status_code=202,
-    responses=_ERRORS,
+    response_model=Envelope[BatchSubmitted],
+    responses={
+        **_ERRORS,
+        400: {"model": ErrorEnvelope, "description": "malformed multipart body"},
+    },
     summary="Queue a portfolio CSV (up to BATCH_FILE_MAX_ROWS rows) for scoring",
 )
 async def submit_file(

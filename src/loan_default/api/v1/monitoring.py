@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from loan_default.api.deps import DriftMonitorDep
 from loan_default.api.schemas import DriftData, Envelope, JSONBytes
@@ -33,7 +33,12 @@ async def drift(monitor: DriftMonitorDep) -> Response:
     return JSONBytes({"success": True, "data": report.as_dict(), "message": message})
 
 
-@exposition_router.get("/metrics", include_in_schema=True, summary="Prometheus metrics")
+@exposition_router.get(
+    "/metrics",
+    include_in_schema=True,
+    response_class=PlainTextResponse,
+    summary="Prometheus metrics (text exposition format)",
+)
 async def prometheus_metrics() -> Response:
     body = await run_in_threadpool(metrics.render)
     return Response(body, media_type=metrics.CONTENT_TYPE)
