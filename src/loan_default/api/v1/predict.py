@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from loan_default.api.deps import require_json
+from loan_default.api.deps import authorize, require_json
 from loan_default.api.schemas import (
     Envelope,
     ErrorEnvelope,
@@ -101,6 +101,7 @@ def _explain_flag(request: Request) -> bool:
     summary="Probability of default for one applicant",
 )
 async def predict(request: Request) -> Response:
+    await authorize(request)
     await require_json(request)
     explain = _explain_flag(request)
     payload = parse_body(await request.body())
