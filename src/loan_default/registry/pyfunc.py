@@ -25,10 +25,12 @@ class LoanDefaultPyfunc(PythonModel):
     def load_context(self, context: Any) -> None:
         self.bundle = ModelBundle.load(Path(context.artifacts["bundle"]))
 
-    def predict(self, context: Any, model_input: Any, params: Any = None) -> pd.DataFrame:
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         if self.bundle is None:
             self.load_context(context)
-        assert self.bundle is not None
+        assert self.bundle is not None  # nosec B101 - type narrowing for mypy on an invariant, not input validation
         frame = pd.DataFrame(model_input)
         missing = [c for c in RAW_FEATURES if c not in frame.columns]
         if missing:
