@@ -111,14 +111,14 @@ def _field_name(loc: list[Any]) -> str:
 
 
 async def _domain_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, LoanDefaultError)
+    assert isinstance(exc, LoanDefaultError)  # nosec B101 - type narrowing for mypy on an invariant, not input validation
     return error_response(
         exc.status_code, exc.code, exc.message, exc.detail, getattr(exc, "headers", None)
     )
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
+    assert isinstance(exc, RequestValidationError)  # nosec B101 - type narrowing for mypy on an invariant, not input validation
     detail = _clean_validation_errors(exc.errors())
     fields = ", ".join(
         "body (not valid JSON)"
@@ -130,7 +130,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StarletteHTTPException)
+    assert isinstance(exc, StarletteHTTPException)  # nosec B101 - type narrowing for mypy on an invariant, not input validation
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     if exc.status_code == 404:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import subprocess
+import subprocess  # nosec B404 - only fixed argv lists are run, never a shell
 import sys
 import tempfile
 import zipfile
@@ -90,7 +90,7 @@ def download_wheel(dest: Path) -> Path:
     if existing:
         return existing[0]
     cmd = [sys.executable, "-m", "pip", "download", ISLP_REQUIREMENT, "--no-deps", "-d", str(dest)]
-    subprocess.run(cmd, check=True, capture_output=True)  # noqa: S603 - fixed argv, no shell
+    subprocess.run(cmd, check=True, capture_output=True)  # noqa: S603 # nosec B603 - fixed argv, no shell
     found = sorted(dest.glob("[Ii][Ss][Ll][Pp]-0.6.0-*.whl"))
     if not found:
         raise DataIntegrityError(f"pip download {ISLP_REQUIREMENT} produced no wheel in {dest}")

@@ -107,7 +107,7 @@ class DriftMonitor:
         self._window: deque[tuple[float, float, float, float]] = deque(maxlen=window_size)
         self._reference: dict[str, FeatureDistribution] = {}
         self._reference_version: str | None = None
-        self._random = random.Random()  # sampling, not security
+        self._random = random.Random()  # nosec B311 - sampling for drift monitoring, not security
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -102,7 +102,7 @@ def fit_family(
         search[f"oof_roc_auc_depth_{depth}"] = auc
         if best is None or auc > best[0]:
             best = (auc, depth, oof, folds)
-    assert best is not None
+    assert best is not None  # nosec B101 - type narrowing for mypy on an invariant, not input validation
     _, depth, oof, folds = best
     est = make_estimator(family, seed=seed, depth=depth, pos_weight=pos_weight)
     est.fit(X, y)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
+import subprocess  # nosec B404 - only fixed argv lists are run, never a shell
 import sys
 import time
 from types import FrameType
@@ -58,8 +58,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.host:
         serve_cmd += ["--host", args.host]
     children = [
-        subprocess.Popen(worker_cmd),  # noqa: S603 - our own interpreter and module
-        subprocess.Popen(serve_cmd),  # noqa: S603
+        subprocess.Popen(worker_cmd),  # noqa: S603 # nosec B603 - our own interpreter and module, fixed argv, no shell
+        subprocess.Popen(serve_cmd),  # noqa: S603 # nosec B603 - our own interpreter and module, fixed argv, no shell
     ]
     stopping: list[int] = []
 

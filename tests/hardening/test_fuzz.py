@@ -1,0 +1,56 @@
+"""Schemathesis over every operation of the live server's /openapi.json, with and without a key."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.api.conftest import Server, running, store_env
+from tests.conftest import TEST_API_KEY
+from tests.hardening.fuzz import fuzz
+
+pytestmark = pytest.mark.integration
+
+#: Examples per operation, per generation mode (positive, negative) and per key mode: about
+#: 1,000 requests in all, ~1 min here. FUZZ_EXAMPLES raises it for a longer local run.
+MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    work = tmp_path_factory.mktemp("fuzz")
+    # embedded broker and job dir in tmp: submits are accepted (202) and queued, no worker needed
+    env = store_env(
+        trained_store,
+        rate_limit_per_minute=1_000_000,
+        celery_data_dir=work / "celery",
+        batch_max_rows=50,
+    )
+    with running(env, work) as server:
+        yield server
+
+
+def test_openapi_contract_fuzz(fuzz_server: Server) -> None:
+    report = fuzz(fuzz_server.url, api_key=TEST_API_KEY, max_examples=MAX_EXAMPLES)
+    print(f"\nschemathesis: {report.summary()}")
+    for op, n in sorted(report.per_operation.items()):
+        print(f"  {op}: {n} requests")
+    print(f"  keyless /api/v1 statuses: {dict(report.keyless_api)}")
+    assert len(report.operations) >= 10, report.operations
+    # every operation was exercised, the ones with inputs by many cases
+    assert all(report.per_operation[op] > 0 for op in report.operations)
+    assert report.per_operation["POST /api/v1/predict"] >= 2 * MAX_EXAMPLES
+    assert not report.failures, "\n\n".join(report.failures[:10])
+    assert not [s for s in report.by_status if s >= 500]
+    # both kinds of answers were reached: accepted requests and refusals
+    assert report.by_status[200] > 0
+    assert report.by_status[202] > 0
+    assert report.by_status[422] > 0
+    # without a key nothing under /api/v1 is served, whatever the rest of the request is
+    assert set(report.keyless_api) == {401}
+    logs = fuzz_server.logs()
+    assert "Traceback" not in logs
+    assert "unhandled error" not in logs
