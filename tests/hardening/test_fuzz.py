@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.api.conftest import Server, running, store_env
@@ -51,6 +52,14 @@ def test_openapi_contract_fuzz(fuzz_server: Server) -> None:
     assert report.by_status[422] > 0
     # without a key nothing under /api/v1 is served, whatever the rest of the request is
     assert set(report.keyless_api) == {401}
+    # found by the CSV property test: a header that is not UTF-8 was a 500
+    r = httpx.post(
+        f"{fuzz_server.url}/api/v1/predict/batch/file",
+        files={"file": ("x.csv", b"\x80mployed,Bank Balance,Annual Salary\n1,2,3\n", "text/csv")},
+        headers={"X-API-Key": TEST_API_KEY},
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["message"] == "the file is not a readable CSV"
     logs = fuzz_server.logs()
     assert "Traceback" not in logs
     assert "unhandled error" not in logs

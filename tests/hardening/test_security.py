@@ -285,3 +285,27 @@ def test_keys_only_in_header_hashed_keys_and_no_key_in_logs(
     assert sum(ln.get("path") == url for ln in lines) >= 10, "one line per request is logged"
     assert secret not in logs, "the key (from a header or a query string) reached the logs"
     assert digest not in logs.lower()
+
+
+# --- inputs the contract fuzz found answering 500 (kept as regressions) -----------------------
+@pytest.mark.integration
+def test_fuzz_findings_answer_4xx_or_200(trained_store: Path, tmp_path: Path, bundle: Any) -> None:
+    settings = make_settings(trained_store, celery_data_dir=str(tmp_path / "celery"))
+    key = {"X-API-Key": TEST_API_KEY}
+    tiny = {"employed": 1, "bank_balance": 1e12, "annual_salary": 5e-324}
+    huge_int = b'{"predictions": [{"employed": 123456789012345678901234567890}]}'
+    explain, batch = _requests(
+        _app(settings, bundle),
+        [
+            ("POST", "/api/v1/predict?explain=true", {"json": tiny, "headers": key}),
+            (
+                "POST",
+                "/api/v1/predict/batch",
+                {"content": huge_int, "headers": {**key, "Content-Type": "application/json"}},
+            ),
+        ],
+    )
+    assert explain.status_code == 200, explain.text
+    assert set(explain.json()["data"]["contributions"]) >= {"saving_rate", "bias"}
+    assert batch.status_code == 422, batch.text
+    assert batch.json()["detail"][0]["loc"] == ["body", "predictions", 0, "employed"]

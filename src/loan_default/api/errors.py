@@ -95,7 +95,9 @@ def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
         value = err.get("input")
         if (
             value is None
-            or isinstance(value, bool | int | float)
+            or isinstance(value, bool | float)
+            # orjson refuses integers beyond 64 bits (a 500 before this check)
+            or (isinstance(value, int) and -(2**63) <= value < 2**64)
             or (isinstance(value, str) and len(value) <= 100)
         ):
             item["input"] = value

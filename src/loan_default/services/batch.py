@@ -595,11 +595,13 @@ def parse_csv(
             read_options=pacsv.ReadOptions(block_size=8 << 20),
             convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
         )
+        # Arrow checks cells for UTF-8 but not the header: decoding the names may fail here
+        column_names = table.column_names
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         raise InvalidInput("the file is not a readable CSV", detail={"reason": first}) from exc
     found: dict[str, int] = {}
-    for i, name in enumerate(table.column_names):
+    for i, name in enumerate(column_names):
         key = _normalise(name)
         if key in RAW_FEATURES and key not in found:
             found[key] = i
@@ -610,7 +612,7 @@ def parse_csv(
             detail={
                 "missing": missing,
                 "accepted": [list(RAW_COLUMNS), list(RAW_FEATURES)],
-                "found": table.column_names,
+                "found": column_names,
             },
         )
     n = table.num_rows

@@ -17,10 +17,11 @@ from typing import Annotated, Any, Literal
 
 import annotated_types
 import numpy as np
-from fastapi import APIRouter, Depends, FastAPI, File, Header, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 from starlette.responses import Response, StreamingResponse
 
 from loan_default.api.deps import require_json
@@ -304,10 +305,39 @@ def _parse_upload(
     )
 
 
+#: The upload route reads its multipart body itself, *after* the router's auth dependency:
+#: with a `File(...)` parameter FastAPI would spool the whole upload (up to MAX_UPLOAD_BYTES)
+#: before the key is checked, for any anonymous client. The schema is given to OpenAPI here.
+_FILE_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "title": "BatchFileUpload",
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "CSV with columns `Employed, Bank Balance, Annual "
+                            "Salary` (or employed, bank_balance, annual_salary); other columns "
+                            "are carried to the output.",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+
+
 @router.post(
     "/file",
     status_code=202,
     response_model=Envelope[BatchSubmitted],
+    openapi_extra=_FILE_OPENAPI,
     responses={
         **_ERRORS,
         400: {"model": ErrorEnvelope, "description": "malformed multipart body"},
@@ -315,21 +345,31 @@ def _parse_upload(
     summary="Queue a portfolio CSV (up to BATCH_FILE_MAX_ROWS rows) for scoring",
 )
 async def submit_file(
+    request: Request,
     batch: BatchDep,
-    file: Annotated[
-        UploadFile,
-        File(
-            description="CSV with columns `Employed, Bank Balance, Annual Salary` (or "
-            "employed, bank_balance, annual_salary); other columns are carried to the output."
-        ),
-    ],
     on_error: Annotated[
         Literal["reject", "skip"],
         Query(description="reject: any bad row refuses the file; skip: score the valid rows."),
     ] = "reject",
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    sub = await run_in_threadpool(_parse_upload, batch, file, on_error, idempotency_key)
+    form = await request.form(max_files=1, max_fields=16)  # malformed multipart: 400
+    try:
+        file = form.get("file")
+        if not isinstance(file, UploadFile):
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "missing",
+                        "loc": ("body", "file"),
+                        "msg": "Field required: a file part named `file`",
+                        "input": None,
+                    }
+                ]
+            )
+        sub = await run_in_threadpool(_parse_upload, batch, file, on_error, idempotency_key)
+    finally:
+        await form.close()
     return _accepted(sub, kind="file")
 
 

@@ -1,0 +1,174 @@
+"""Property tests (hypothesis) for pure code not covered by properties elsewhere: PSI, CSV parsing.
+
+Feature engineering, threshold selection and calibration monotonicity have theirs in
+tests/features and tests/training.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from loan_default.core.errors import InvalidInput
+from loan_default.services import batch as bs
+from loan_default.services.drift import bin_proportions, psi
+
+pytestmark = pytest.mark.unit
+
+BOUNDS = [  # the ranges of PredictionRequest (tests/worker checks the API derives the same)
+    bs.FieldBounds("employed", ge=0, le=1, integer=True),
+    bs.FieldBounds("bank_balance", ge=0, le=1e12),
+    bs.FieldBounds("annual_salary", gt=0, le=1e12),
+]
+
+
+# --- PSI -------------------------------------------------------------------------------------
+@st.composite
+def proportions(draw: st.DrawFn, k: int) -> np.ndarray:
+    weights = draw(st.lists(st.floats(0, 1), min_size=k, max_size=k))
+    w = np.asarray(weights) + 1e-12
+    return w / w.sum()
+
+
+@given(data=st.data(), k=st.integers(2, 20))
+def test_psi_non_negative_zero_on_identity_and_symmetric(data: st.DataObject, k: int) -> None:
+    e = data.draw(proportions(k))
+    a = data.draw(proportions(k))
+    assert psi(e, a) >= 0
+    assert psi(e, e) == 0
+    assert psi(a, e) == pytest.approx(psi(e, a), rel=1e-9, abs=1e-12)
+
+
+def _normal_cdf(x: float) -> float:
+    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
+
+
+def _shifted_bins(edges: np.ndarray, shift: float) -> np.ndarray:
+    """Exact proportions of N(shift, 1) in the bins (no sampling noise)."""
+    cdf = np.array([_normal_cdf(x - shift) if np.isfinite(x) else float(x > 0) for x in edges])
+    return np.diff(cdf)
+
+
+EDGES = np.array([-np.inf, *[-2 + 0.5 * i for i in range(9)], np.inf])  # 10 bins, symmetric
+
+
+@given(st.floats(0, 3), st.floats(0.01, 3))
+def test_psi_grows_with_the_shift_and_is_symmetric_in_its_direction(
+    small: float, step: float
+) -> None:
+    ref = _shifted_bins(EDGES, 0.0)
+    near, far = _shifted_bins(EDGES, small), _shifted_bins(EDGES, small + step)
+    assert psi(ref, far) > psi(ref, near)
+    # a shift to the left costs what the same shift to the right does (symmetric bins)
+    assert psi(ref, _shifted_bins(EDGES, -small)) == pytest.approx(psi(ref, near), abs=1e-9)
+
+
+@given(st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=200))
+def test_bin_proportions_is_a_distribution(values: list[float]) -> None:
+    p = bin_proportions(values, EDGES.tolist())
+    assert p.shape == (len(EDGES) - 1,)
+    assert (p >= 0).all()
+    assert p.sum() == pytest.approx(1.0)
+    assert psi(p, p) == 0
+
+
+# --- CSV parsing of batch uploads ----------------------------------------------------------
+valid_row = st.tuples(
+    st.integers(0, 1),
+    st.floats(0, 1e12, allow_nan=False),
+    st.floats(1e-3, 1e12, allow_nan=False),
+)
+bad_cell = st.sampled_from(
+    [
+        ("employed", "2"),
+        ("employed", "0.5"),
+        ("employed", "yes"),
+        ("bank_balance", "-1"),
+        ("bank_balance", "nan"),
+        ("bank_balance", "1e13"),
+        ("annual_salary", "0"),
+        ("annual_salary", ""),
+        ("annual_salary", "inf"),
+    ]
+)
+NAMINGS = [
+    ("Employed", "Bank Balance", "Annual Salary"),
+    ("employed", "bank_balance", "annual_salary"),
+    ("EMPLOYED", " bank balance ", "Annual_Salary"),
+]
+FIELDS = ("employed", "bank_balance", "annual_salary")
+
+
+def _render(header: list[str], rows: list[list[str]]) -> bytes:
+    return ("\n".join(",".join(r) for r in [header, *rows]) + "\n").encode()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(valid_row, min_size=1, max_size=40),
+    naming=st.sampled_from(NAMINGS),
+    order=st.permutations([0, 1, 2, 3]),
+)
+def test_valid_files_round_trip_exactly(
+    rows: list[tuple[int, float, float]], naming: tuple[str, str, str], order: list[int]
+) -> None:
+    """Any column order and naming, an extra id column: values and ids come back unchanged."""
+    names = [*naming, "loan_id"]
+    header = [names[i] for i in order]
+    lines = [
+        [[str(e), repr(b), repr(s), f"L{n}"][i] for i in order] for n, (e, b, s) in enumerate(rows)
+    ]
+    parsed = bs.parse_csv(_render(header, lines), bounds=BOUNDS, max_rows=100, on_error="reject")
+    assert parsed.raw.tolist() == [[float(e), b, s] for e, b, s in rows]
+    assert parsed.table.column("loan_id").to_pylist() == [f"L{n}" for n in range(len(rows))]
+    assert parsed.bad_rows == 0
+    assert parsed.source_rows == len(rows)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(valid_row, min_size=2, max_size=40),
+    bad=st.lists(st.tuples(st.integers(0, 39), bad_cell), min_size=1, max_size=10),
+)
+def test_bad_rows_are_reported_by_number_and_skipped_or_rejected(
+    rows: list[tuple[int, float, float]], bad: list[tuple[int, tuple[str, str]]]
+) -> None:
+    lines = [[str(e), repr(b), repr(s)] for e, b, s in rows]
+    broken: dict[int, set[str]] = {}
+    for index, (field, value) in bad:
+        i = index % len(rows)
+        lines[i][FIELDS.index(field)] = value
+        broken.setdefault(i, set()).add(field)
+    assume(len(broken) < len(rows))  # at least one valid row left
+    data = _render(list(NAMINGS[0]), lines)
+
+    with pytest.raises(InvalidInput) as err:
+        bs.parse_csv(data, bounds=BOUNDS, max_rows=100, on_error="reject")
+    assert err.value.detail["bad_rows"] == len(broken)
+
+    parsed = bs.parse_csv(data, bounds=BOUNDS, max_rows=100, on_error="skip")
+    assert parsed.bad_rows == len(broken)
+    assert parsed.source_rows == len(rows)
+    reported = {(e["row"], e["field"]) for e in parsed.row_errors}
+    assert reported == {(i + 1, f) for i, fields in broken.items() for f in fields}
+    kept = [[float(e), b, s] for i, (e, b, s) in enumerate(rows) if i not in broken]
+    assert parsed.raw.tolist() == kept
+    # every kept row satisfies the bounds the API applies to a single prediction
+    assert ((parsed.raw[:, 0] == 0) | (parsed.raw[:, 0] == 1)).all()
+    assert (parsed.raw[:, 1] >= 0).all()
+    assert (parsed.raw[:, 2] > 0).all()
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_parse_or_are_refused_as_invalid_input(data: bytes) -> None:
+    """Whatever is uploaded, the parser answers with rows or InvalidInput (a 422), never crashes."""
+    try:
+        parsed = bs.parse_csv(data, bounds=BOUNDS, max_rows=50, on_error="skip")
+    except InvalidInput:
+        return
+    assert parsed.raw.shape[1] == 3
+    assert np.isfinite(parsed.raw).all()
