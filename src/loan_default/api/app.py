@@ -23,7 +23,7 @@ from loan_default.api.ratelimit import RateLimiter
 from loan_default.api.schemas import ErrorEnvelope, JSONBytes
 from loan_default.api.v1 import batch, health, model, monitoring, predict
 from loan_default.core.config import Settings, get_settings
-from loan_default.core.logging import configure_logging
+from loan_default.core.logging import AccessLog, configure_logging
 from loan_default.model.bundle import ModelBundle
 from loan_default.services import metrics
 from loan_default.services.drift import DriftMonitor
@@ -124,5 +124,6 @@ def create_app(
         RequestMiddleware,
         max_body_bytes=settings.max_body_bytes,
         body_read_timeout_s=settings.body_read_timeout_s,
+        access_log=AccessLog(settings),
     )
     return app

@@ -20,6 +20,7 @@ from loguru import logger
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loan_default.api.errors import error_body, internal_error_response
+from loan_default.core.logging import AccessLog
 from loan_default.services import metrics
 
 _SAFE_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -64,7 +65,7 @@ class RequestMiddleware:
         *,
         max_body_bytes: int,
         body_read_timeout_s: float = 30.0,
-        access_log: bool = True,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
@@ -142,9 +143,8 @@ class RequestMiddleware:
                 self.http_metrics.observe(
                     handler=handler, method=method, status=status, seconds=elapsed
                 )
-            if self.access_log:
-                logger.info(
-                    "{method} {path} {status} {latency_ms}ms",
+            if self.access_log is not None:
+                self.access_log(
                     request_id=request_id,
                     method=method,
                     path=path,

@@ -66,6 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port or settings.port,
         workers=workers,
         access_log=False,  # the app logs one structured line per request itself
+        log_level=settings.log_level.lower(),
         log_config=None,  # keep the loguru set-up (configure_logging) in every worker
         server_header=False,
         proxy_headers=args.proxy_headers,

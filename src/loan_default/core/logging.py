@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from datetime import UTC, datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +81,64 @@ def configure_logging(settings: Settings, *, intercept_stdlib: bool = True) -> N
             "<cyan>{name}</cyan> {message} <dim>{extra}</dim>",
         )
     if intercept_stdlib:
-        logging.basicConfig(handlers=[_InterceptHandler()], level=0, force=True)
+        # The configured level, not 0: uvicorn wraps the app in its per-ASGI-message trace logger
+        # whenever its logger is enabled for TRACE, which cost ~15 % of a predict request.
+        level = logging.getLevelName(key[0])
+        logging.basicConfig(
+            handlers=[_InterceptHandler()],
+            level=level if isinstance(level, int) else logging.INFO,
+            force=True,
+        )
         for noisy in ("alembic", "mlflow", "urllib3", "git", "matplotlib", "PIL"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     _configured = key
+
+
+class AccessLog:
+    """The one line per request. In production it is written straight to stderr as JSON (the same
+    keys as `_json_sink`), skipping loguru's record building and frame inspection: ~55 us of a
+    ~700 us request measured through loguru, a few us this way. Development keeps loguru's format.
+    Only the event-loop thread writes access lines, so they never interleave with each other.
+    """
+
+    __slots__ = ("enabled", "json")
+
+    def __init__(self, settings: Settings) -> None:
+        level = logging.getLevelName(settings.log_level.upper())
+        self.enabled = not isinstance(level, int) or level <= logging.INFO
+        self.json = settings.json_logs
+
+    def __call__(
+        self,
+        *,
+        request_id: str,
+        method: str,
+        path: str,
+        route: str,
+        status: int,
+        latency_ms: float,
+        model_version: str | None,
+    ) -> None:
+        if not self.enabled:
+            return
+        message = f"{method} {path} {status} {latency_ms}ms"
+        fields = {
+            "request_id": request_id,
+            "method": method,
+            "path": path,
+            "route": route,
+            "status": status,
+            "latency_ms": latency_ms,
+            "model_version": model_version,
+        }
+        if self.json:
+            line = {
+                "time": datetime.now(UTC).isoformat(),
+                "level": "INFO",
+                "message": message,
+                "logger": "loan_default.api.access",
+                **fields,
+            }
+            sys.stderr.write(orjson.dumps(line).decode() + "\n")
+        else:
+            logger.info(message, **fields)
