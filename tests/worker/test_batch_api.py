@@ -20,6 +20,8 @@ from tests.worker.conftest import wait_ready as _wait_ready
 
 pytestmark = pytest.mark.integration
 
+OTHER_KEY = "second-client-key-0123"
+
 ITEM = {"employed": 1, "bank_balance": 8754.36, "annual_salary": 532339.56}
 
 
@@ -28,7 +30,13 @@ def stack(
     trained_store: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Settings, httpx.Client]]:
     tmp = tmp_path_factory.mktemp("batch-api")
-    settings = batch_settings(trained_store, tmp, batch_chunk_size=100, batch_page_max_rows=500)
+    settings = batch_settings(
+        trained_store,
+        tmp,
+        batch_chunk_size=100,
+        batch_page_max_rows=500,
+        api_keys=f"{TEST_API_KEY},{OTHER_KEY}",
+    )
     env = settings_env(settings)
     port = free_port()
     api = Proc([*CLI, "serve", "--port", str(port)], env=env, log=tmp / "api.log", cwd=tmp)
@@ -177,6 +185,21 @@ def test_idempotency_key_replays_the_same_job(stack: tuple[Settings, httpx.Clien
     assert _job_keys(settings) == before
     other = client.post("/api/v1/predict/batch", json={"predictions": [ITEM]}, headers=key)
     assert other.status_code == 409
+
+
+def test_idempotency_keys_are_scoped_to_the_api_key(stack: tuple[Settings, httpx.Client]) -> None:
+    _, client = stack
+    key = f"k-{uuid.uuid4()}"
+    body = {"predictions": [ITEM]}
+    mine = client.post("/api/v1/predict/batch", json=body, headers={"Idempotency-Key": key})
+    theirs = client.post(
+        "/api/v1/predict/batch",
+        json=body,
+        headers={"Idempotency-Key": key, "X-API-Key": OTHER_KEY},
+    )
+    assert mine.status_code == theirs.status_code == 202
+    assert mine.json()["data"]["job_id"] != theirs.json()["data"]["job_id"]
+    assert "idempotent-replayed" not in theirs.headers
 
 
 def test_file_upload_skip_and_reject(stack: tuple[Settings, httpx.Client]) -> None:

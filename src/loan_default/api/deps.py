@@ -77,6 +77,7 @@ async def authorize(request: Request) -> Principal:
         raise Unauthorized("missing API key: send it in the X-API-Key header")
     if key_id is None:
         raise Forbidden("invalid API key")
+    request.state.key_id = key_id
     return Principal(key_id)
 
 

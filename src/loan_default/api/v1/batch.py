@@ -244,9 +244,16 @@ async def submit_batch(
         )
     raw = np.array([(p.employed, p.bank_balance, p.annual_salary) for p in items], dtype=np.float64)
     sub = await run_in_threadpool(
-        batch.service.submit_rows, raw=raw, idempotency_key=idempotency_key
+        batch.service.submit_rows, raw=raw, idempotency_key=_scoped(request, idempotency_key)
     )
     return _accepted(sub, kind="JSON")
+
+
+def _scoped(request: Request, idempotency_key: str | None) -> str | None:
+    """Idempotency keys are per API key: two clients choosing the same key get separate jobs."""
+    if idempotency_key is None:
+        return None
+    return f"{getattr(request.state, 'key_id', '-')}:{idempotency_key}"
 
 
 def _bounds() -> list[batch_service.FieldBounds]:
@@ -367,7 +374,9 @@ async def submit_file(
                     }
                 ]
             )
-        sub = await run_in_threadpool(_parse_upload, batch, file, on_error, idempotency_key)
+        sub = await run_in_threadpool(
+            _parse_upload, batch, file, on_error, _scoped(request, idempotency_key)
+        )
     finally:
         await form.close()
     return _accepted(sub, kind="file")
