@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from loan_default.cli import main as cli_main
-from loan_default.registry.client import Registry
+from loan_default.registry.client import Registry, configure_tracking
 from loan_default.training.pipeline import GateDecision, gate, train
 from tests.conftest import make_settings
 
@@ -39,7 +39,7 @@ def test_first_training_meets_targets_and_is_promoted(trained_store: Path) -> No
 
 def test_run_logs_params_metrics_plots_and_children(trained_store: Path) -> None:
     settings = make_settings(trained_store)
-    client = MlflowClient(settings.mlflow_tracking_uri)
+    client = MlflowClient(settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
     exp = client.get_experiment_by_name(settings.mlflow_experiment)
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if r.info.run_name == "train"]
@@ -61,7 +61,7 @@ def test_run_logs_params_metrics_plots_and_children(trained_store: Path) -> None
 
 def test_pyfunc_flavour_scores_like_the_bundle(trained_store: Path, bundle) -> None:  # type: ignore[no-untyped-def]
     settings = make_settings(trained_store)
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    configure_tracking(settings)
     model = mlflow.pyfunc.load_model(f"models:/{settings.model_name}@production")
     df = pd.DataFrame(
         {
@@ -126,7 +126,7 @@ def test_rejected_file_registers_nothing(
     bad = tmp_path / "bad.csv"
     bad.write_text("Index,Employed,Bank Balance,Annual Salary,Defaulted?\n1,3,-1,0,0\n2,1,1,1,1\n")
     settings = make_settings(fresh_store)
-    client = MlflowClient(settings.mlflow_tracking_uri)
+    client = MlflowClient(settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
     runs_before = len(
         client.search_runs([client.get_experiment_by_name("loan-default").experiment_id])
     )

@@ -148,9 +148,17 @@ class Registry:
     # --- bundles -------------------------------------------------------------------------
     def download_bundle_dir(self, version: str, dst: Path | None = None) -> Path:
         dst = dst or Path(tempfile.mkdtemp(prefix=f"loan-default-v{version}-"))
+        # Resolved through this registry's own client, not `models:/` (which reads the
+        # process-global registry URI), so two registries in one process never mix.
+        try:
+            source = self.client.get_model_version_download_uri(self.name, str(version))
+        except MlflowException as exc:
+            raise ModelLoadError(f"model {self.name!r} has no version {version}") from exc
         local = Path(
             mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{self.name}/{version}", dst_path=str(dst)
+                artifact_uri=source,
+                dst_path=str(dst),
+                tracking_uri=self.settings.mlflow_tracking_uri,
             )
         )
         cards = sorted(local.rglob(CARD_FILE))
