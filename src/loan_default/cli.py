@@ -8,19 +8,15 @@ import sys
 from pathlib import Path
 
 from loguru import logger
-from pydantic import ValidationError
 
-from loan_default.core.config import Settings
+from loan_default.core.config import Settings, settings_or_report
 
 
 def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "settings"
-            print(f"configuration error: {field.upper()}: {err['msg']}", file=sys.stderr)
-        raise SystemExit(2) from None
+    settings = settings_or_report()
+    if settings is None:
+        raise SystemExit(2)
+    return settings
 
 
 def _print_report(report: dict[str, object]) -> None:

@@ -11,13 +11,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from loan_default.core.config import Settings
+from loan_default.core.config import settings_or_report
 
 APP_FACTORY = "loan_default.api.app:create_app"
 
@@ -36,22 +33,12 @@ def prepare_multiprocess_dir(configured: str) -> Path:
     return directory
 
 
-def _load_settings() -> Settings | None:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "settings"
-            print(f"configuration error: {field.upper()}: {err['msg']}", file=sys.stderr)
-        return None
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from loan_default.core.logging import configure_logging
 
-    settings = _load_settings()
+    settings = settings_or_report()
     if settings is None:
         return 2
     workers = args.workers or settings.web_concurrency

@@ -7,11 +7,12 @@ API contract (`API_KEYS`, `MLFLOW_TRACKING_URI`, `RATE_LIMIT_PER_MINUTE`, ...).
 from __future__ import annotations
 
 import hashlib
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, computed_field, field_validator, model_validator
+from pydantic import Field, ValidationError, computed_field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The key shipped in `.env.example`; refused when ENVIRONMENT=production.
@@ -200,3 +201,18 @@ def _sha256(value: str) -> str:
 def get_settings() -> Settings:
     """Process-wide settings; tests build their own `Settings(...)` instead of patching env."""
     return Settings()
+
+
+def settings_or_report() -> Settings | None:
+    """Settings from the environment, or None after printing each bad variable by name.
+
+    For command-line entry points: a typo in `.env` should read as one line per variable, not as
+    a pydantic traceback.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            print(f"configuration error: {field.upper()}: {err['msg']}", file=sys.stderr)
+        return None
