@@ -39,12 +39,31 @@ def test_isotonic_is_monotone_and_bounded() -> None:
 
 
 @pytest.mark.parametrize("method", ["sigmoid", "isotonic"])
-def test_scalar_path_equals_vector_path(method: str) -> None:
+def test_scalar_path_equals_vector_path_bit_for_bit(method: str) -> None:
+    """A batch row gets exactly the single predict's probability (the contract), on any CPU:
+    values scored inside a long array (SIMD lanes) equal the scalar path, not just approximately.
+    """
     rng = np.random.default_rng(2)
     raw = rng.random(2000)
     cal = fit_calibration(raw, rng.random(2000) < raw, method=method)
-    for p in [0.0, 1e-9, 0.01, 0.37, 0.5, 0.999, 1.0]:
-        assert cal.apply_one(p) == pytest.approx(float(cal.apply(np.array([p]))[0]), abs=1e-12)
+    probes = np.concatenate(
+        [[0.0, 1e-13, 1e-9, 0.01, 0.37, 0.5, 0.999, 1.0 - 1e-13, 1.0], rng.random(5000), raw[:500]]
+    )
+    vector = cal.apply(probes)
+    scalar = np.array([cal.apply_one(float(p)) for p in probes])
+    mismatch = np.flatnonzero(vector != scalar)
+    assert mismatch.size == 0, [(probes[i], vector[i], scalar[i]) for i in mismatch[:5]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.floats(-5, 5),
+    st.floats(-5, 5),
+    st.lists(st.floats(0, 1, allow_subnormal=True), min_size=1, max_size=40),
+)
+def test_sigmoid_scalar_equals_vector_for_any_map(a: float, b: float, ps: list[float]) -> None:
+    cal = Calibration(method="sigmoid", a=a, b=b)
+    assert cal.apply(np.array(ps)).tolist() == [cal.apply_one(p) for p in ps]
 
 
 def test_unknown_method_and_bad_card() -> None:

@@ -9,7 +9,6 @@ live traffic with.
 from __future__ import annotations
 
 import bisect
-import math
 from typing import Literal
 
 import numpy as np
@@ -54,21 +53,37 @@ class Calibration(BaseModel):
         return np.asarray(p, dtype=np.float64)
 
     def apply_one(self, p: float) -> float:
-        """Scalar version for the single-row path: bisect on lists beats numpy for one value."""
+        """Scalar version for the single-row path, bit-identical to `apply` on the same value.
+
+        A batch row must get exactly the probability the single predict gives. numpy's vector
+        log/exp (SIMD kernels on AVX-512 machines) can differ from `math`'s in the last bit, so
+        the sigmoid uses numpy's own functions on the scalar; the isotonic interpolation uses
+        bisect on lists (faster than numpy for one value) in `np.interp`'s operation order.
+        """
         if self.method == "isotonic":
             xs, ys = self.x, self.y
             if p <= xs[0]:
                 return ys[0]
             if p >= xs[-1]:
                 return ys[-1]
-            i = bisect.bisect_right(xs, p)
-            x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
-            return y0 if x1 == x0 else y0 + (y1 - y0) * (p - x0) / (x1 - x0)
+            j = bisect.bisect_right(xs, p) - 1
+            x0, y0 = xs[j], ys[j]
+            if p == x0:
+                return y0
+            slope = (ys[j + 1] - y0) / (xs[j + 1] - x0)
+            return slope * (p - x0) + y0
         if self.method == "sigmoid":
             q = min(max(p, 1e-12), 1 - 1e-12)
-            z = self.a * math.log(q / (1 - q)) + self.b
-            return 1.0 / (1.0 + math.exp(z)) if z < 700 else 0.0
+            z = self.a * float(_np_log(q / (1 - q))) + self.b
+            # exp overflows past this (the vector path's 1 / (1 + inf) is 0.0 too)
+            return float(1.0 / (1.0 + _np_exp(z))) if z <= _EXP_MAX_ARG else 0.0
         return p
+
+
+#: numpy's ufuncs, bound once (attribute lookups cost on the hot path).
+_np_log = np.log
+_np_exp = np.exp
+_EXP_MAX_ARG = float(np.log(np.finfo(np.float64).max))
 
 
 class RiskBands(BaseModel):
