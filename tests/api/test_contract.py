@@ -212,6 +212,9 @@ def test_missing_key_401_wrong_key_403(api_server: Server) -> None:
         ('{"employed": 1, "bank_balance": -Infinity, "annual_salary": 1}', "bank_balance"),
         ('{"employed": 1, "bank_balance": 1e400, "annual_salary": 1}', "bank_balance"),
         ('{"employed": 1, "bank_balance": 1, "annual_salary": 0}', "annual_salary"),
+        # positive but below one unit a year: saving_rate would overflow (fuzzing found 1e-308)
+        ('{"employed": 1, "bank_balance": 1e11, "annual_salary": 1e-308}', "annual_salary"),
+        ('{"employed": 1, "bank_balance": 1, "annual_salary": 0.5}', "annual_salary"),
         ('{"employed": 1, "bank_balance": -5, "annual_salary": 1}', "bank_balance"),
         ('{"employed": 2, "bank_balance": 1, "annual_salary": 1}', "employed"),
         ('{"employed": true, "bank_balance": 1, "annual_salary": 1}', "employed"),

@@ -104,7 +104,7 @@ def test_crlf_and_bom_are_accepted(tmp_path: Path) -> None:
         (
             ["1,1,5,0,0", "2,1,5,-3,1", *GOOD_ROWS],
             HEADER,
-            "column 'Annual Salary': 2 rows are <= 0",
+            "column 'Annual Salary': 2 rows are < 1",
         ),
         (["1,2,5,10,0", *GOOD_ROWS], HEADER, "column 'Employed': 1 rows are not 0 or 1"),
         (["1,1,5,10,0.5", *GOOD_ROWS], HEADER, "column 'Defaulted?': 1 rows are not 0 or 1"),

@@ -135,7 +135,7 @@ def test_rejected_file_registers_nothing(
     assert cli_main(["train", "--data", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "column 'Employed': 1 rows are not 0 or 1" in err
-    assert "column 'Annual Salary': 1 rows are <= 0" in err
+    assert "column 'Annual Salary': 1 rows are < 1" in err
     runs_after = client.search_runs([client.get_experiment_by_name("loan-default").experiment_id])
     assert len(runs_after) == runs_before
     assert all(r.info.status == "FINISHED" for r in runs_after)

@@ -13,6 +13,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
 
+from loan_default.features import MIN_ANNUAL_SALARY
+
 #: Upper bound of money amounts: larger values are input errors (and overflow float32).
 MAX_AMOUNT = 1e12
 
@@ -47,7 +49,9 @@ class PredictionRequest(BaseModel):
 
     employed: int = Field(ge=0, le=1, description="1 if the applicant is employed, else 0.")
     bank_balance: float = Field(ge=0, le=MAX_AMOUNT, description="Bank balance, >= 0.")
-    annual_salary: float = Field(gt=0, le=MAX_AMOUNT, description="Annual salary, > 0.")
+    annual_salary: float = Field(
+        ge=MIN_ANNUAL_SALARY, le=MAX_AMOUNT, description="Annual salary, >= 1."
+    )
 
 
 class Envelope(BaseModel, Generic[T]):

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from loan_default.features import RAW_COLUMNS, TARGET_COLUMN
+from loan_default.features import MIN_ANNUAL_SALARY, RAW_COLUMNS, TARGET_COLUMN
 
 ISLP_REQUIREMENT = "ISLP==0.6.0"
 ISLP_MEMBER = "ISLP/data/Default.csv"
@@ -167,9 +167,12 @@ def load_training_csv(path: Path) -> TrainingData:
     neg = ok["Bank Balance"] & (cols["Bank Balance"] < 0)
     if _count(neg):
         problems.append(f"column 'Bank Balance': {_count(neg)} rows are negative")
-    nonpos = ok["Annual Salary"] & (cols["Annual Salary"] <= 0)
-    if _count(nonpos):
-        problems.append(f"column 'Annual Salary': {_count(nonpos)} rows are <= 0")
+    low = ok["Annual Salary"] & (cols["Annual Salary"] < MIN_ANNUAL_SALARY)
+    if _count(low):
+        problems.append(
+            f"column 'Annual Salary': {_count(low)} rows are < {MIN_ANNUAL_SALARY:g} "
+            "(zero, negative or too small for a salary)"
+        )
     if not problems:
         classes = np.unique(cols[TARGET_COLUMN])
         if classes.size < 2:

@@ -3,6 +3,7 @@
 from loan_default.features.engineering import (
     ENGINEERED_FEATURES,
     FEATURE_NAMES,
+    MIN_ANNUAL_SALARY,
     RAW_COLUMNS,
     RAW_FEATURES,
     TARGET_COLUMN,
@@ -14,6 +15,7 @@ from loan_default.features.engineering import (
 __all__ = [
     "ENGINEERED_FEATURES",
     "FEATURE_NAMES",
+    "MIN_ANNUAL_SALARY",
     "RAW_COLUMNS",
     "RAW_FEATURES",
     "TARGET_COLUMN",

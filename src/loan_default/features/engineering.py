@@ -23,9 +23,15 @@ FEATURE_NAMES: Final = (*RAW_FEATURES, *ENGINEERED_FEATURES)
 
 FloatArray = npt.NDArray[np.float32]
 
+#: Smallest accepted annual salary (API, batch files and training data alike). Any positive value
+#: would keep the division defined, but a salary below one currency unit a year is an input error,
+#: and a tiny one makes `saving_rate` overflow (1e12 / 1e-308 is infinite; float32, which the
+#: model computes in, overflows from 3.4e38): with salary >= 1 and balance <= 1e12 it stays finite.
+MIN_ANNUAL_SALARY: Final = 1.0
+
 
 def saving_rate(bank_balance: float, annual_salary: float) -> float:
-    """Bank balance as a fraction of annual salary (`Saving_Rate`); salary is validated > 0."""
+    """Bank balance as a fraction of annual salary (`Saving_Rate`); salary is validated >= 1."""
     return bank_balance / annual_salary
 
 
