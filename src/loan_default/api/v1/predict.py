@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.responses import Response
@@ -32,7 +32,6 @@ from loan_default.services import metrics
 from loan_default.services.drift import DriftMonitor
 from loan_default.services.model import ModelService
 
-router = APIRouter(prefix="/predict", tags=["predict"])
 _recorder = metrics.PredictionRecorder()
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", ""})
@@ -85,21 +84,6 @@ def _explain_flag(request: Request) -> bool:
     )
 
 
-@router.post(
-    "",
-    response_model=Envelope[PredictionData],
-    openapi_extra=_OPENAPI,
-    responses={
-        401: {"model": ErrorEnvelope},
-        403: {"model": ErrorEnvelope},
-        413: {"model": ErrorEnvelope},
-        415: {"model": ErrorEnvelope},
-        422: {"model": ErrorEnvelope},
-        429: {"model": ErrorEnvelope},
-        503: {"model": ErrorEnvelope},
-    },
-    summary="Probability of default for one applicant",
-)
 async def predict(request: Request) -> Response:
     await authorize(request)
     await require_json(request)
@@ -139,3 +123,30 @@ async def predict(request: Request) -> Response:
             "message": f"{result.default_risk} default risk",
         }
     )
+
+
+def register(app: FastAPI, *, prefix: str, responses: dict[int | str, dict[str, Any]]) -> None:
+    """Add the route to the app itself, ahead of every other route.
+
+    Not an included router: FastAPI (0.16x) keeps included routers nested and matches a request
+    through each of them in turn (then again to dispatch it); a plain route on the app, tried
+    first, measured ~15 us a request less (bench/bench_api.py).
+    """
+    app.add_api_route(
+        f"{prefix}/predict",
+        predict,
+        methods=["POST"],
+        tags=["predict"],
+        response_model=Envelope[PredictionData],
+        openapi_extra=_OPENAPI,
+        responses={
+            **responses,
+            413: {"model": ErrorEnvelope},
+            415: {"model": ErrorEnvelope},
+            422: {"model": ErrorEnvelope},
+            503: {"model": ErrorEnvelope},
+        },
+        summary="Probability of default for one applicant",
+    )
+    routes = app.router.routes
+    routes.insert(0, routes.pop())
