@@ -1,15 +1,18 @@
-"""Soak: ≥ 2 minutes of mixed load through the Redis rate-limit storage and the Redis broker.
+"""Soak: >= 2 minutes of mixed load through the Redis rate-limit storage and the Redis broker.
 
-One API process and one Celery worker (solo pool), both real; single predictions at a bounded
-rate from several connections, batch jobs submitted continuously and polled to the end. Checks:
-no 5xx, every job SUCCESS with every row, resident memory of both processes within 10 % between
+One API process and one Celery worker (solo pool), both real; the load is locust, headless
+(tests/hardening/locustfile.py): single predictions at a bounded rate from several users, a
+batch job submitted every half second and polled. Checks: no 5xx (no status but the expected
+one), every job SUCCESS with every row, resident memory of both processes within 10 % between
 minute 1 and the end. SOAK_SECONDS (default 120) sets the duration.
 """
 
 from __future__ import annotations
 
-import asyncio
+import json
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -18,19 +21,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 
-from tests.conftest import redis_url
+from tests.conftest import TEST_API_KEY, redis_url
 from tests.worker.conftest import HEADERS, Proc, base_url, batch_settings, procs  # noqa: F401
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "120"))
-PREDICT_CONNECTIONS = 6
-PREDICT_PAUSE_S = 0.02  # per connection: bounded, ~250 req/s in all, not a saturation test
+PREDICT_USERS = 6
+PREDICT_PAUSE_S = 0.02  # per user: bounded, ~250 req/s in all, not a saturation test
 JOB_ROWS = 200
 JOB_EVERY_S = 0.5
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+APPLICANT = {"employed": 1, "bank_balance": 8754.36, "annual_salary": 532339.56}
 
 
 def rss_kb(pid: int) -> int:
@@ -45,64 +49,54 @@ def rss_kb(pid: int) -> int:
     return total
 
 
-def _rows(n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
-    return [
-        {
-            "employed": int(rng.integers(0, 2)),
-            "bank_balance": float(rng.uniform(0, 30_000)),
-            "annual_salary": float(rng.uniform(5_000, 700_000)),
-        }
-        for _ in range(n)
+def run_locust(
+    url: str, duration: float, out: Path, sample: Callable[[float], None]
+) -> tuple[dict[str, Any], str]:
+    """Run the locustfile headless for `duration` s, calling `sample` about once a second."""
+    env = {
+        **os.environ,
+        "SOAK_API_KEY": TEST_API_KEY,
+        "SOAK_OUT": str(out),
+        "SOAK_JOB_ROWS": str(JOB_ROWS),
+        "SOAK_JOB_EVERY_S": str(JOB_EVERY_S),
+        "SOAK_PREDICT_PAUSE_S": str(PREDICT_PAUSE_S),
+    }
+    cmd = [
+        str(Path(sys.executable).with_name("locust")),
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--host",
+        url,
+        "--users",
+        str(PREDICT_USERS + 1),
+        "--spawn-rate",
+        str(PREDICT_USERS + 1),
+        "--run-time",
+        f"{int(duration)}s",
+        "--stop-timeout",
+        "10",
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
     ]
-
-
-async def _load(url: str, duration: float, sample: Callable[[float], None]) -> dict[str, Any]:
-    statuses: Counter[int] = Counter()
-    jobs: list[str] = []
-    errors: list[str] = []
-    stop_at = time.monotonic() + duration
-    limits = httpx.Limits(max_connections=PREDICT_CONNECTIONS + 4)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
-
-        async def predictor(seed: int) -> None:
-            rng = np.random.default_rng(seed)
-            while time.monotonic() < stop_at:
-                body = _rows(1, rng)[0]
-                r = await client.post("/api/v1/predict", json=body, headers=HEADERS)
-                statuses[r.status_code] += 1
-                if r.status_code >= 500:
-                    errors.append(r.text[:200])
-                await asyncio.sleep(PREDICT_PAUSE_S)
-
-        async def submitter() -> None:
-            rng = np.random.default_rng(999)
-            while time.monotonic() < stop_at:
-                r = await client.post(
-                    "/api/v1/predict/batch",
-                    json={"predictions": _rows(JOB_ROWS, rng)},
-                    headers={**HEADERS, "Idempotency-Key": uuid.uuid4().hex},
-                )
-                statuses[r.status_code] += 1
-                if r.status_code == 202:
-                    jobs.append(r.json()["data"]["job_id"])
-                else:
-                    errors.append(f"submit {r.status_code}: {r.text[:200]}")
-                # a status poll of a recent job now and then, like a client would
-                if jobs:
-                    p = await client.get(f"/api/v1/predict/batch/{jobs[-1]}", headers=HEADERS)
-                    statuses[p.status_code] += 1
-                await asyncio.sleep(JOB_EVERY_S)
-
-        async def sampler() -> None:
-            start = time.monotonic()
-            while time.monotonic() < stop_at:
-                await asyncio.sleep(1.0)
+    log = out.with_suffix(".log")
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        start = time.monotonic()
+        try:
+            while proc.poll() is None:
+                if time.monotonic() - start > duration + 60:
+                    raise AssertionError(f"locust still running after {duration + 60:.0f} s")
+                time.sleep(1.0)
                 sample(time.monotonic() - start)
-
-        await asyncio.gather(
-            *(predictor(i) for i in range(PREDICT_CONNECTIONS)), submitter(), sampler()
-        )
-    return {"statuses": statuses, "jobs": jobs, "errors": errors}
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = log.read_text(errors="replace")
+    assert out.exists(), f"locust wrote no results (exit {proc.returncode}):\n{text[-3000:]}"
+    return json.loads(out.read_text()), text
 
 
 def test_soak_mixed_load(
@@ -124,12 +118,7 @@ def test_soak_mixed_load(
     api = procs("api", settings)
     url = base_url(api)
     with httpx.Client(base_url=url, timeout=10) as client:  # warm both paths once
-        assert (
-            client.post(
-                "/api/v1/predict", json=_rows(1, np.random.default_rng(0))[0], headers=HEADERS
-            ).status_code
-            == 200
-        )
+        assert client.post("/api/v1/predict", json=APPLICANT, headers=HEADERS).status_code == 200
 
     memory: dict[str, list[tuple[float, int]]] = {"api": [], "worker": []}
 
@@ -138,8 +127,9 @@ def test_soak_mixed_load(
         memory["worker"].append((elapsed, rss_kb(worker.pid)))
 
     t0 = time.monotonic()
-    result = asyncio.run(_load(url, SOAK_SECONDS, sample))
+    result, summary = run_locust(url, SOAK_SECONDS, tmp_path / "locust.json", sample)
     load_s = time.monotonic() - t0
+    print(f"\nlocust summary:\n{summary.strip()}")
 
     # every job submitted completes with every row
     jobs: list[str] = result["jobs"]
@@ -156,7 +146,7 @@ def test_soak_mixed_load(
                 if data["status"] in {"SUCCESS", "FAILURE"}:
                     done[job] = data
             time.sleep(0.2)
-    statuses: Counter[int] = result["statuses"]
+    statuses: Counter[int] = Counter({int(k): v for k, v in result["statuses"].items()})
     requests = sum(statuses.values())
 
     def at(series: list[tuple[float, int]], t: float) -> int:
