@@ -300,12 +300,16 @@ def test_keys_only_in_header_hashed_keys_and_no_key_in_logs(
 def test_fuzz_findings_answer_4xx_or_200(trained_store: Path, tmp_path: Path, bundle: Any) -> None:
     settings = make_settings(trained_store, celery_data_dir=str(tmp_path / "celery"))
     key = {"X-API-Key": TEST_API_KEY}
+    # a positive salary so small that saving_rate overflowed (500 from explain, null from
+    # predict) is refused; the extreme accepted values score, saving_rate finite
     tiny = {"employed": 1, "bank_balance": 1e12, "annual_salary": 5e-324}
+    extreme = {"employed": 1, "bank_balance": 1e12, "annual_salary": 1.0}
     huge_int = b'{"predictions": [{"employed": 123456789012345678901234567890}]}'
-    explain, batch = _requests(
+    refused, explain, batch = _requests(
         _app(settings, bundle),
         [
-            ("POST", "/api/v1/predict?explain=true", {"json": tiny, "headers": key}),
+            ("POST", "/api/v1/predict", {"json": tiny, "headers": key}),
+            ("POST", "/api/v1/predict?explain=true", {"json": extreme, "headers": key}),
             (
                 "POST",
                 "/api/v1/predict/batch",
@@ -313,7 +317,10 @@ def test_fuzz_findings_answer_4xx_or_200(trained_store: Path, tmp_path: Path, bu
             ),
         ],
     )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"][0]["loc"] == ["body", "annual_salary"]
     assert explain.status_code == 200, explain.text
+    assert explain.json()["data"]["features_used"]["saving_rate"] == 1e12
     assert set(explain.json()["data"]["contributions"]) >= {"saving_rate", "bias"}
     assert batch.status_code == 422, batch.text
     assert batch.json()["detail"][0]["loc"] == ["body", "predictions", 0, "employed"]
