@@ -6,6 +6,11 @@ without any, and checks every answer: no 5xx, the status code is documented for 
 the content type and body match what the document declares, and negative data is refused with a
 4xx. Failures are collected (not raised, so hypothesis does not spend minutes shrinking) and
 returned with a curl line to reproduce each.
+
+`fuzz_stateful(base_url, ...)` then chains calls through the document's OpenAPI links (a batch
+submit's 202 carries the job id to the status and results.csv operations): hypothesis builds
+sequences of calls, each linked call uses the id the previous answer returned, so the status and
+CSV operations are fuzzed on real jobs instead of answering 404 to random ids.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, Verbosity, given
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.generation.stateful.state_machine import StepInput, StepOutput
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     negative_data_rejection,
@@ -128,3 +134,79 @@ def _run_one(
     except hypothesis.errors.Unsatisfiable:
         # nothing to negate (an operation without parameters or body): no negative cases
         report.unsatisfiable.append(f"{label} [{mode.value}]")
+
+
+@dataclass
+class StatefulReport:
+    scenarios: int = 0
+    steps: int = 0
+    by_status: Counter[int] = field(default_factory=Counter)
+    per_operation: Counter[str] = field(default_factory=Counter)
+    linked: Counter[str] = field(default_factory=Counter)
+    """Steps made through a link with the id substituted, per operation and status."""
+    failures: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        statuses = ", ".join(f"{s}: {n}" for s, n in sorted(self.by_status.items()))
+        return (
+            f"{self.scenarios} scenarios, {self.steps} calls ({statuses}), "
+            f"{sum(self.linked.values())} through links; {len(self.failures)} failures"
+        )
+
+
+def fuzz_stateful(
+    base_url: str, *, api_key: str, max_examples: int, step_count: int = 6
+) -> StatefulReport:
+    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json", timeout=10)
+    schema.config.update(base_url=base_url)
+    report = StatefulReport()
+    session = requests.Session()
+    headers = {"X-API-Key": api_key}
+    base: Any = schema.as_state_machine()
+
+    class Machine(base):  # type: ignore[misc, valid-type]
+        def setup(self) -> None:
+            report.scenarios += 1
+
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"session": session, "headers": headers, "timeout": 15}
+
+        def step(self, input: StepInput) -> StepOutput:
+            output = super().step(input)
+            status = output.response.status_code
+            label = input.case.operation.label
+            report.steps += 1
+            report.by_status[status] += 1
+            report.per_operation[label] += 1
+            if input.transition is not None and input.is_applied:
+                report.linked[f"{label} -> {status}"] += 1
+            return output
+
+        def validate_response(
+            self,
+            response: Any,
+            case: Any,
+            additional_checks: Any = None,
+            **kwargs: Any,
+        ) -> None:
+            try:
+                case.validate_response(response, checks=CHECKS, headers=headers)
+            except (Exception, BaseExceptionGroup) as exc:  # collected, reported at the end
+                report.failures.append(
+                    f"{case.operation.label} [stateful] -> {response.status_code}: "
+                    f"{str(exc)[:600]}\n    {case.as_curl_command(headers=headers)[:400]}"
+                )
+
+    Machine.run(
+        settings=hypothesis.settings(
+            max_examples=max_examples,
+            stateful_step_count=step_count,
+            deadline=None,
+            database=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+            print_blob=False,
+            verbosity=Verbosity.quiet,
+        )
+    )
+    return report

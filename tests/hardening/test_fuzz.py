@@ -11,7 +11,7 @@ import pytest
 
 from tests.api.conftest import Server, running, store_env
 from tests.conftest import TEST_API_KEY
-from tests.hardening.fuzz import fuzz
+from tests.hardening.fuzz import fuzz, fuzz_stateful
 
 pytestmark = pytest.mark.integration
 
@@ -63,3 +63,17 @@ def test_openapi_contract_fuzz(fuzz_server: Server) -> None:
     logs = fuzz_server.logs()
     assert "Traceback" not in logs
     assert "unhandled error" not in logs
+
+
+def test_stateful_fuzz_follows_links_to_real_jobs(fuzz_server: Server) -> None:
+    """Submit -> status / results.csv of that job, through the 202's OpenAPI links."""
+    report = fuzz_stateful(fuzz_server.url, api_key=TEST_API_KEY, max_examples=MAX_EXAMPLES)
+    print(f"\nschemathesis stateful: {report.summary()}")
+    for op, n in sorted(report.linked.items()):
+        print(f"  linked {op}: {n}")
+    assert not report.failures, "\n\n".join(report.failures[:10])
+    assert not [s for s in report.by_status if s >= 500]
+    assert report.scenarios >= MAX_EXAMPLES
+    # the links were followed with real job ids: the status of a submitted job was answered
+    assert report.linked["GET /api/v1/predict/batch/{job_id} -> 200"] > 0, report.linked
+    assert "Traceback" not in fuzz_server.logs()

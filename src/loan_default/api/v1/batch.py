@@ -37,6 +37,18 @@ router = APIRouter(prefix="/predict/batch", tags=["batch"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorEnvelope} for code in (401, 403, 404, 409, 413, 415, 422, 429, 503)
 }
+#: OpenAPI links from a submit's 202 to what a client does next with the job id: documented for
+#: client generators, and followed by the stateful contract fuzzing (schemathesis).
+_JOB_ID = {"job_id": "$response.body#/data/job_id"}
+_SUBMITTED: dict[int | str, dict[str, Any]] = {
+    202: {
+        "description": "Accepted: the job is queued; poll its status with the job id.",
+        "links": {
+            "GetJobStatus": {"operationId": "get_batch_job", "parameters": _JOB_ID},
+            "GetJobResultsCsv": {"operationId": "get_batch_job_results_csv", "parameters": _JOB_ID},
+        },
+    }
+}
 
 
 class BatchPredictionRequest(BaseModel):
@@ -214,7 +226,7 @@ _SUBMIT_OPENAPI: dict[str, Any] = {
     dependencies=[Depends(require_json)],
     response_model=Envelope[BatchSubmitted],
     openapi_extra=_SUBMIT_OPENAPI,
-    responses=_ERRORS,
+    responses={**_SUBMITTED, **_ERRORS},
     summary="Queue up to BATCH_MAX_ROWS applicants for scoring",
 )
 async def submit_batch(
@@ -346,6 +358,7 @@ _FILE_OPENAPI: dict[str, Any] = {
     response_model=Envelope[BatchSubmitted],
     openapi_extra=_FILE_OPENAPI,
     responses={
+        **_SUBMITTED,
         **_ERRORS,
         400: {"model": ErrorEnvelope, "description": "malformed multipart body"},
     },
@@ -384,6 +397,7 @@ async def submit_file(
 
 @router.get(
     "/{job_id}",
+    operation_id="get_batch_job",
     responses=_ERRORS,
     summary="Job status, progress and (on SUCCESS) a page of results in input order",
 )
@@ -413,6 +427,7 @@ async def job_status(
 
 @router.get(
     "/{job_id}/results.csv",
+    operation_id="get_batch_job_results_csv",
     responses={**_ERRORS, 200: {"content": {"text/csv": {}}}},
     response_class=StreamingResponse,
     summary="All results of a finished job as CSV (streamed; extra input columns included)",
