@@ -94,4 +94,3 @@ async def require_json(request: Request) -> None:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ModelServiceDep = Annotated[ModelService, Depends(get_model_service)]
 DriftMonitorDep = Annotated[DriftMonitor, Depends(get_drift_monitor)]
-AuthorizedDep = Annotated[Principal, Depends(authorize)]

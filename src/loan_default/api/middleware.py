@@ -163,42 +163,22 @@ class RequestMiddleware:
             return True  # a malformed length is refused like an oversized one
 
     async def _reject_large(self, send: Send, limit: int) -> None:
-        body = error_body(
+        await _refuse(
+            send,
+            413,
             "payload_too_large",
             f"request body larger than {limit} bytes",
             {"max_body_bytes": limit},
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
     async def _reject_slow(self, send: Send) -> None:
-        body = error_body(
+        await _refuse(
+            send,
+            408,
             "request_timeout",
             f"request body not received within {self.body_read_timeout_s:g} s",
             {"body_read_timeout_s": self.body_read_timeout_s},
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 408,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
     def _guarded(self, receive: Receive, *, limit: int, count: bool) -> Receive:
         """Bound the time the body takes to arrive (a slowloris trickling bytes gets a 408 and
@@ -235,3 +215,21 @@ class RequestMiddleware:
             return message
 
         return wrapped
+
+
+async def _refuse(send: Send, status: int, code: str, message: str, detail: Any) -> None:
+    """An error envelope sent straight to the client, closing the connection (the body was not
+    read, or not in full, so the connection cannot be reused)."""
+    body = error_body(code, message, detail)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -7,7 +7,6 @@ where XGBoost's predict costs hundreds); the XGBoost booster scores large batche
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,11 +228,3 @@ class ModelBundle:
         if not np.isfinite(diff) or diff > PARITY_TOLERANCE:
             raise ModelLoadError(f"ONNX and XGBoost disagree by {diff:.2e} (> {PARITY_TOLERANCE})")
         return diff
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "alias": self.alias,
-            **json.loads(self.card.model_dump_json(include={"model_type", "trained_at"})),
-        }

@@ -57,7 +57,6 @@ OnError = Literal["reject", "skip"]
 RISK_LABELS: Final = ("Low", "Medium", "High")
 #: At most this many bad rows are listed in a 422 or a job's `row_errors` (the count is exact).
 MAX_REPORTED_ROW_ERRORS: Final = 100
-RESULT_COLUMNS: Final = ("prediction", "probability", "default_risk")
 
 
 class PayloadTooLarge(LoanDefaultError):

@@ -112,7 +112,6 @@ class DriftMonitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._drifting = False
-        self._last: DriftReport | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DriftMonitor:
@@ -192,7 +191,6 @@ class DriftMonitor:
                 reference_model_version=self._reference_version,
             )
             self._publish(report)
-            self._last = report
             return report
 
     def _publish(self, report: DriftReport) -> None:
@@ -211,10 +209,6 @@ class DriftMonitor:
         elif self._drifting and not report.drift_detected:
             logger.info("input drift cleared ({} samples)", report.samples)
         self._drifting = report.drift_detected
-
-    @property
-    def last_report(self) -> DriftReport | None:
-        return self._last
 
     # --- background ----------------------------------------------------------------------
     def start(self) -> None:

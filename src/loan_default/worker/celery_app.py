@@ -95,7 +95,6 @@ def create_celery(settings: Settings) -> Celery:
         broker_heartbeat=0,
         timezone="UTC",
     )
-    app.conf.loan_default_settings = settings
     return app
 
 
