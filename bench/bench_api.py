@@ -20,7 +20,6 @@ import io
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from typing import Any
 
 import httpx
 import orjson
+from batch_stack import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -43,12 +43,6 @@ wrk.body = '%s'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["X-API-Key"] = "%s"
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_ready(url: str, timeout: float = 60) -> None:
@@ -321,6 +315,19 @@ def inprocess_bench() -> None:
             median_us(lambda: drift.observe(1.0, 8754.36, 532339.56, 0.0164)),
         )
     )
+
+    def log_line() -> None:
+        logger.info(
+            "{method} {path} {status} {latency_ms}ms",
+            request_id="abc",
+            method="POST",
+            path="/api/v1/predict",
+            route="/api/v1/predict",
+            status=200,
+            latency_ms=1.234,
+            model_version="1",
+        )
+
     sink = io.StringIO()
     real_stderr = sys.stderr
     sys.stderr = sink
@@ -328,19 +335,7 @@ def inprocess_bench() -> None:
         rows.append(
             (
                 "request log line (loguru -> orjson JSON sink)",
-                median_us(
-                    lambda: logger.info(
-                        "{method} {path} {status} {latency_ms}ms",
-                        request_id="abc",
-                        method="POST",
-                        path="/api/v1/predict",
-                        route="/api/v1/predict",
-                        status=200,
-                        latency_ms=1.234,
-                        model_version="1",
-                    ),
-                    n=5000,
-                ),
+                median_us(log_line, n=5000),
             )
         )
         logger.remove()
@@ -348,19 +343,7 @@ def inprocess_bench() -> None:
         rows.append(
             (
                 "  same line, loguru serialize=True (not used)",
-                median_us(
-                    lambda: logger.info(
-                        "{method} {path} {status} {latency_ms}ms",
-                        request_id="abc",
-                        method="POST",
-                        path="/api/v1/predict",
-                        route="/api/v1/predict",
-                        status=200,
-                        latency_ms=1.234,
-                        model_version="1",
-                    ),
-                    n=5000,
-                ),
+                median_us(log_line, n=5000),
             )
         )
     finally:

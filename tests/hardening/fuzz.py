@@ -44,6 +44,10 @@ CHECKS = [
 ]
 
 
+def _statuses(counts: Counter[int]) -> str:
+    return ", ".join(f"{s}: {n}" for s, n in sorted(counts.items()))
+
+
 @dataclass
 class FuzzReport:
     operations: list[str] = field(default_factory=list)
@@ -56,10 +60,9 @@ class FuzzReport:
     """Statuses of the requests to /api/v1 sent without a key."""
 
     def summary(self) -> str:
-        statuses = ", ".join(f"{s}: {n}" for s, n in sorted(self.by_status.items()))
         return (
             f"{len(self.operations)} operations, {self.requests} requests "
-            f"({statuses}); {len(self.failures)} failures"
+            f"({_statuses(self.by_status)}); {len(self.failures)} failures"
         )
 
 
@@ -147,9 +150,8 @@ class StatefulReport:
     failures: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        statuses = ", ".join(f"{s}: {n}" for s, n in sorted(self.by_status.items()))
         return (
-            f"{self.scenarios} scenarios, {self.steps} calls ({statuses}), "
+            f"{self.scenarios} scenarios, {self.steps} calls ({_statuses(self.by_status)}), "
             f"{sum(self.linked.values())} through links; {len(self.failures)} failures"
         )
 

@@ -38,6 +38,15 @@ def _portfolio(n: int) -> bytes:
     )
 
 
+def _submit_portfolio(client: httpx.Client, n: int) -> str:
+    """Upload an n-row portfolio CSV; the job id of the 202."""
+    r = client.post(
+        "/api/v1/predict/batch/file", files={"file": ("p.csv", _portfolio(n), "text/csv")}
+    )
+    assert r.status_code == 202, r.text
+    return str(r.json()["data"]["job_id"])
+
+
 def _csv_ids(client: httpx.Client, job_id: str) -> list[str]:
     text = client.get(f"/api/v1/predict/batch/{job_id}/results.csv").text
     return [r["loan_id"] for r in csv.DictReader(io.StringIO(text))]
@@ -57,11 +66,7 @@ def test_sigkilled_worker_mid_job_every_row_exactly_once(
     first = procs("worker", settings)
     n = 30_000
     with httpx.Client(base_url=base_url(api), headers=HEADERS, timeout=30) as client:
-        r = client.post(
-            "/api/v1/predict/batch/file", files={"file": ("p.csv", _portfolio(n), "text/csv")}
-        )
-        assert r.status_code == 202, r.text
-        job = r.json()["data"]["job_id"]
+        job = _submit_portfolio(client, n)
         deadline = time.monotonic() + 60
         progress = 0
         while time.monotonic() < deadline:
@@ -124,11 +129,7 @@ def test_api_restarted_while_jobs_run(
     procs("worker", settings)
     n = 20_000
     with httpx.Client(base_url=base_url(api), headers=HEADERS, timeout=30) as client:
-        r = client.post(
-            "/api/v1/predict/batch/file", files={"file": ("p.csv", _portfolio(n), "text/csv")}
-        )
-        assert r.status_code == 202, r.text
-        job = r.json()["data"]["job_id"]
+        job = _submit_portfolio(client, n)
     api.kill(signal.SIGKILL)
     api2 = procs("api", settings)
     with httpx.Client(base_url=base_url(api2), headers=HEADERS, timeout=30) as client:
@@ -152,11 +153,7 @@ def test_embedded_broker_without_any_server(
         first = procs("worker", settings)
         assert wait_job(client, queued.json()["data"]["job_id"])["status"] == "SUCCESS"
         n = 20_000
-        r = client.post(
-            "/api/v1/predict/batch/file", files={"file": ("p.csv", _portfolio(n), "text/csv")}
-        )
-        assert r.status_code == 202, r.text
-        job = r.json()["data"]["job_id"]
+        job = _submit_portfolio(client, n)
         while client.get(f"/api/v1/predict/batch/{job}").json()["data"]["progress"] < 10:
             time.sleep(0.01)
         first.kill(signal.SIGKILL)  # the SQLite transport drops the message it delivered ...
