@@ -289,15 +289,15 @@ def test_results_csv_neutralises_formulas(stack: tuple[Settings, httpx.Client]) 
     numbers (a negative extra column, the features, our scores) stay numbers."""
     _, client = stack
     data = (
-        "loan_id,=cmd,delta,Employed,Bank Balance,Annual Salary\n"
-        '"=HYPERLINK(""http://x"",""y"")",a,-1.5,1,100,50000\n'
-        "+1+1,b,-2,0,5,9000\n"
-        "-2+3,c,3,1,7,1000\n"
-        "@SUM(A1),d,4,1,7,1000\n"
-        '"\tx",e,5,1,7,1000\n'
-        '"\rx",f,6,1,7,1000\n'
-        "plain,g,7,1,7,1000\n"
-    ).encode()
+        b"loan_id,=cmd,delta,Employed,Bank Balance,Annual Salary\n"
+        b'"=HYPERLINK(""http://x"",""y"")",a,-1.5,1,100,50000\n'
+        b"+1+1,b,-2,0,5,9000\n"
+        b"-2+3,c,3,1,7,1000\n"
+        b"@SUM(A1),d,4,1,7,1000\n"
+        b'"\tx",e,5,1,7,1000\n'
+        b'"\rx",f,6,1,7,1000\n'
+        b"plain,g,7,1,7,1000\n"
+    )
     r = client.post("/api/v1/predict/batch/file", files={"file": ("f.csv", data, "text/csv")})
     assert r.status_code == 202, r.text
     job = r.json()["data"]["job_id"]
@@ -320,7 +320,12 @@ def test_results_csv_neutralises_formulas(stack: tuple[Settings, httpx.Client]) 
 
 @pytest.mark.parametrize(
     ("field", "cell"),
-    [("employed", "1.0"), ("employed", "0x1"), ("bank_balance", "0x10"), ("annual_salary", ".5")],
+    [
+        ("employed", "1.0"),
+        ("employed", "0x1"),
+        ("bank_balance", "0x10"),
+        ("annual_salary", "5000."),
+    ],
 )
 def test_csv_cells_follow_the_json_contract(
     stack: tuple[Settings, httpx.Client], field: str, cell: str

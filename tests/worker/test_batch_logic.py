@@ -311,7 +311,7 @@ FORMULAS = ['=HYPERLINK("http://x","y")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\r
 def test_results_csv_neutralises_formulas_in_echoed_text_only(
     tmp_path: Path, model: ModelService, trained_store: Path, escape: bool
 ) -> None:
-    svc, dispatcher = _service(tmp_path, model, trained_store)
+    svc, _ = _service(tmp_path, model, trained_store)
 
     class Escaping(InlineDispatcher):
         def dispatch(self, job_id: str, n_chunks: int) -> None:
@@ -372,11 +372,12 @@ def test_csv_refuses_what_json_refuses(field: str, cell: str, bundle: Any) -> No
 
     row = {"employed": "1", "bank_balance": "100", "annual_salary": "5000"}
     row[field] = cell
-    data = f'employed,bank_balance,annual_salary\n{row["employed"]},{row["bank_balance"]},"{row["annual_salary"]}"\n'
+    cells = f'{row["employed"]},{row["bank_balance"]},"{row["annual_salary"]}"'
+    data = f"employed,bank_balance,annual_salary\n{cells}\n"
     with pytest.raises(InvalidInput) as err:
         bs.parse_csv(data.encode(), bounds=BOUNDS, max_rows=10, on_error="reject")
     assert {e["field"] for e in err.value.detail["rows"]} == {field}
-    as_json = f'{{"employed": {row["employed"]}, "bank_balance": {row["bank_balance"]}, "annual_salary": {row["annual_salary"]}}}'
+    as_json = "{" + ", ".join(f'"{k}": {v}' for k, v in row.items()) + "}"
     with pytest.raises(ValidationError) as jerr:
         PredictionRequest.model_validate_json(as_json)
     errors = jerr.value.errors()

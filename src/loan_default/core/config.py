@@ -111,8 +111,8 @@ class Settings(BaseSettings):
     celery_visibility_timeout_s: int = Field(default=300, ge=1)
     """Seconds before Redis redelivers a message held by a dead worker; keep > longest chunk."""
     batch_max_rows: int = Field(default=1000, ge=1, le=100_000)
-    """Most items in one JSON batch request; counted on the parsed list before any item is
-    validated, so an oversized list is refused in milliseconds (it once took 22 s of event loop)."""
+    """Most items in one JSON batch request; counted on the raw body (a byte scan) before anything
+    is parsed or validated, so an oversized list is refused in milliseconds (it once took 22 s)."""
     batch_max_reported_errors: int = Field(default=100, ge=1, le=10_000)
     """At most this many errors are listed in a batch 422 or a job's `row_errors` (the count of
     bad rows stays exact), so one bad request cannot produce a huge error body."""

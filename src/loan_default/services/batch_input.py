@@ -15,6 +15,7 @@ Everything here runs on what a client sent, so each step is bounded *before* the
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -205,11 +206,10 @@ def read_header(source: IO[bytes] | bytes | Path, limits: CsvLimits) -> list[str
         )
     try:
         text = head[:end].decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(
-            "the file is not a readable CSV", detail={"reason": "the header is not UTF-8"}
-        ) from exc
-    names = next(csv.reader([text], strict=False), [])
+        names = next(csv.reader(io.StringIO(text, newline="")), [])
+    except (UnicodeDecodeError, csv.Error) as exc:
+        reason = "the header is not UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)
+        raise InvalidInput("the file is not a readable CSV", detail={"reason": reason}) from exc
     return [n.replace("\x00", "") for n in names] or [""]
 
 
