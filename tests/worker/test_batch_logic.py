@@ -425,3 +425,19 @@ def test_status_reports_chunks_begun_by_a_worker_that_stopped(
     assert data["awaiting_redelivery"]["expected_at"] is None  # embedded broker: on next start
     bs.score_chunk(store=store, job_id=sub.job_id, index=1, predict=model.predict_matrix)
     assert "awaiting_redelivery" not in svc.status(sub.job_id, owner=OWNER)
+
+
+@pytest.mark.unit
+def test_header_limits_count_a_quoted_comma_as_text() -> None:
+    """Item 2: the header is measured before Arrow parses anything; a comma inside a quoted
+    name is part of the name, not a new column. (Line breaks inside values are refused by
+    Arrow's parser as before, a 422.)"""
+    data = b'"a,b","x y",employed,bank_balance,annual_salary\n' + b"k,l,1,5,100\n"
+    parsed = bs.parse_csv(data, bounds=BOUNDS, max_rows=10, on_error="reject", max_columns=5)
+    assert parsed.table.column_names[:2] == ["a,b", "x y"]
+    with pytest.raises(InvalidInput) as err:
+        bs.parse_csv(data, bounds=BOUNDS, max_rows=10, on_error="reject", max_columns=4)
+    assert err.value.detail == {"limit": "BATCH_CSV_MAX_COLUMNS", "max": 4, "columns": 5}
+    with pytest.raises(InvalidInput) as err:
+        bs.parse_csv(data, bounds=BOUNDS, max_rows=10, on_error="reject", max_header_bytes=40)
+    assert err.value.detail == {"limit": "BATCH_CSV_MAX_HEADER_BYTES", "max": 40}
