@@ -18,13 +18,20 @@ _HEALTHY = JSONBytes(
 ).body
 
 
-@router.get("/healthz", response_model=Envelope[HealthData], summary="Liveness")
+#: Load balancers probe with HEAD; Starlette answers HEAD without the body (uvicorn drops it).
+_PROBE_METHODS = ["GET", "HEAD"]
+
+
+@router.api_route(
+    "/healthz", methods=_PROBE_METHODS, response_model=Envelope[HealthData], summary="Liveness"
+)
 async def healthz() -> Response:
     return Response(_HEALTHY, media_type="application/json")
 
 
-@router.get(
+@router.api_route(
     "/readyz",
+    methods=_PROBE_METHODS,
     response_model=Envelope[ReadyData],
     responses={503: {"model": ErrorEnvelope, "description": "no model loaded yet"}},
     summary="Readiness: 200 once a model is loaded",
@@ -44,8 +51,14 @@ async def readyz(request: Request, service: ModelServiceDep, settings: SettingsD
             data["broker"] = await run_in_threadpool(batch.broker_status)
         except Exception as exc:  # the broker's own failure must not fail readiness
             data["broker"] = {"status": "error", "error": type(exc).__name__}
+    limiter = getattr(request.app.state, "limiter", None)
+    if limiter is not None:
+        data["rate_limit"] = limiter.status()
     if bundle is None:
-        data["last_error"] = service.last_error
+        # a code, never exception text: this route is anonymous (the log has the detail)
+        data["reason"] = service.last_error or (
+            "alias_not_set" if service.last_check_ok else "loading"
+        )
         return JSONBytes(
             {
                 "success": False,

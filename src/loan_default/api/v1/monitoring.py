@@ -33,8 +33,9 @@ async def drift(monitor: DriftMonitorDep) -> Response:
     return JSONBytes({"success": True, "data": report.as_dict(), "message": message})
 
 
-@exposition_router.get(
+@exposition_router.api_route(
     "/metrics",
+    methods=["GET", "HEAD"],
     include_in_schema=True,
     response_class=PlainTextResponse,
     summary="Prometheus metrics (text exposition format)",
