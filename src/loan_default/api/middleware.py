@@ -186,13 +186,18 @@ class RequestMiddleware:
             {"max_body_bytes": limit},
         )
 
+    def _slow_message(self) -> str:
+        return (
+            f"request body not received in time (within {self.body_read_timeout_s:g} s, then at "
+            f"{self.body_min_rate_bytes_s:g} bytes/s or more)"
+        )
+
     async def _reject_slow(self, send: Send) -> None:
         await _refuse(
             send,
             408,
             "request_timeout",
-            f"request body not received in time (within {self.body_read_timeout_s:g} s, then at "
-            f"{self.body_min_rate_bytes_s:g} bytes/s or more)",
+            self._slow_message(),
             {
                 "body_read_timeout_s": self.body_read_timeout_s,
                 "body_min_rate_bytes_s": self.body_min_rate_bytes_s,
@@ -228,7 +233,7 @@ class RequestMiddleware:
                     message = await receive()
             except TimeoutError:
                 raise _BodyTimeout(
-                    408, "request body not received in time", headers={"Connection": "close"}
+                    408, self._slow_message(), headers={"Connection": "close"}
                 ) from None
             if message["type"] != "http.request":
                 return message
