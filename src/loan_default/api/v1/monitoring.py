@@ -33,9 +33,8 @@ async def drift(monitor: DriftMonitorDep) -> Response:
     return JSONBytes({"success": True, "data": report.as_dict(), "message": message})
 
 
-@exposition_router.api_route(
+@exposition_router.get(
     "/metrics",
-    methods=["GET", "HEAD"],
     include_in_schema=True,
     response_class=PlainTextResponse,
     summary="Prometheus metrics (text exposition format)",
@@ -43,3 +42,9 @@ async def drift(monitor: DriftMonitorDep) -> Response:
 async def prometheus_metrics() -> Response:
     body = await run_in_threadpool(metrics.render)
     return Response(body, media_type=metrics.CONTENT_TYPE)
+
+
+# HEAD for load balancers and uptime checks, like the probes (api/v1/health.py)
+exposition_router.add_api_route(
+    "/metrics", prometheus_metrics, methods=["HEAD"], include_in_schema=False
+)
