@@ -93,9 +93,9 @@ class Settings(BaseSettings):
     clients cannot hold connections; upload routes get it scaled by their larger size limit, and
     it is the grace period before BODY_MIN_RATE_BYTES_S applies."""
     body_min_rate_bytes_s: int = Field(default=1000, ge=1)
-    """After BODY_READ_TIMEOUT_S, a body still arriving must have averaged at least this many
-    bytes a second since then (408 otherwise): cuts a trickled upload long before its total
-    budget (100 MB at 66 kB/s), while a slow but real client keeps going."""
+    """Rate floor of a body after the BODY_READ_TIMEOUT_S grace: its byte n must have arrived
+    n / this seconds after the grace ends (408 otherwise). Cuts a trickled upload long before its
+    total budget (1,500 s for 100 MB), while a slow but steady client keeps going."""
     max_header_bytes: int = Field(default=16_384, ge=1024)
     """Request line plus header names and values; larger heads get 431 before the rest is read
     (the API needs well under 1 kB; proxies add a few headers)."""
