@@ -136,3 +136,22 @@ def test_limiter_falls_back_to_memory_when_redis_is_down() -> None:
         await limiter.close()
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("value", ["", "1", "yes", " true", "TRUE", "0"])
+def test_explain_is_exactly_true_or_false(app: Any, value: str) -> None:
+    """Found by the schema fuzz: `?explain=` was read as false (200) though the document says
+    boolean; now only `true` and `false` are accepted, anything else is a 422 naming `explain`."""
+    body = b'{"employed": 1, "bank_balance": 1.0, "annual_salary": 100.0}'
+    r = asyncio.run(
+        _call(
+            app,
+            "POST",
+            "/api/v1/predict",
+            params={"explain": value},
+            content=body,
+            headers=JSON_HEADERS,
+        )
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["query", "explain"]
