@@ -105,6 +105,7 @@ def create_app(
         per_minute=settings.rate_limit_per_minute,
         storage_uri=settings.rate_limit_storage_uri,
         key_prefix=settings.rate_limit_key_prefix,
+        storage_timeout_s=settings.rate_limit_storage_timeout_s,
     )
     api_errors.install(app)
 
@@ -136,6 +137,7 @@ def create_app(
         RequestMiddleware,
         max_body_bytes=settings.max_body_bytes,
         body_read_timeout_s=settings.body_read_timeout_s,
+        body_min_rate_bytes_s=settings.body_min_rate_bytes_s,
         access_log=AccessLog(settings),
     )
     return app

@@ -42,3 +42,9 @@ async def drift(monitor: DriftMonitorDep) -> Response:
 async def prometheus_metrics() -> Response:
     body = await run_in_threadpool(metrics.render)
     return Response(body, media_type=metrics.CONTENT_TYPE)
+
+
+# HEAD for load balancers and uptime checks, like the probes (api/v1/health.py)
+exposition_router.add_api_route(
+    "/metrics", prometheus_metrics, methods=["HEAD"], include_in_schema=False
+)
