@@ -9,6 +9,7 @@
 # where the registry is an internal mirror or absent. The base image is a build argument, so a
 # bank's mirror can be named: docker compose build --build-arg BASE_IMAGE=mirror.example/python:3.11-slim-bookworm
 ARG BASE_IMAGE=python:3.11-slim-bookworm
+#checkov:skip=CKV_DOCKER_7:The base is the BASE_IMAGE argument, whose default is the tagged python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
