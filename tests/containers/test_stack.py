@@ -36,7 +36,7 @@ RUNTIME_IMAGE = "loan-default:containertest"
 TEST_IMAGE = "loan-default:containertest-test"
 RUNTIME_BUDGET_MB = 800
 APPLICANT = {"employed": 1, "bank_balance": 12000, "annual_salary": 380000}
-PG_URI = "postgresql://mlflow:{pw}@postgres:5432/mlflow"
+PG_URI = "postgresql+psycopg2://mlflow:{pw}@postgres:5432/mlflow"
 
 # What README.md's compose section shows, in order; the steps below run exactly these.
 README_COMMANDS = [
@@ -50,7 +50,7 @@ README_COMMANDS = [
     "docker compose --profile test run --rm tests",
     "docker compose -f docker-compose.yml -f docker-compose.dev.yml up -d api",
     "docker compose down -v",
-    "MLFLOW_BACKEND_STORE_URI=postgresql://mlflow:mlflow@postgres:5432/mlflow "
+    "MLFLOW_BACKEND_STORE_URI=postgresql+psycopg2://mlflow:mlflow@postgres:5432/mlflow "
     "docker compose --profile postgres up -d",
 ]
 
