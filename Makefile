@@ -6,7 +6,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
 DATA := training/Default_Fin.csv
 PYTEST_ARGS ?=
 LINT_PATHS := src tests training $(wildcard bench scripts)
@@ -19,13 +19,13 @@ help: ## list targets
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(PY) requirements.txt pyproject.toml
+$(STAMP): $(PY) requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install the pinned requirements + the package
+install: $(STAMP) ## create .venv and install the pinned runtime + dev requirements and the package
 
 $(DATA): | $(STAMP)
 	$(BIN)/loan-default data --output $(DATA)
@@ -49,8 +49,10 @@ serve: $(STAMP) ## the API only
 worker: $(STAMP) ## the batch worker only
 	$(BIN)/loan-default worker
 
-services: ## start what the tests need (Redis) if nothing answers
+services: ## start what the tests need (Redis) if nothing answers; report whether a Docker engine answers
 	bash .ci/ensure-redis.sh
+	@docker info >/dev/null 2>&1 && echo "docker: engine answering; the container tests will run" \
+		|| echo "docker: NO ENGINE ANSWERS; the container tests (tests/containers) will be SKIPPED. As root: bash .ci/ensure-docker.sh"
 
 deploy-tools: $(STAMP) ## validators for tests/deploy: hadolint, kubernetes-validate, checkov, dclint, promtool
 	VENV=$(VENV) PYTHON=$(PYTHON) bash tests/deploy/install-tools.sh

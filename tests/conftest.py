@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 from pathlib import Path
@@ -64,27 +63,15 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory, data_file: Path) -> 
 
 @pytest.fixture
 def fresh_store(trained_store: Path, tmp_path: Path) -> Path:
-    """A private copy of the trained store, safe to promote/rollback in."""
+    """A private copy of the trained store, safe to promote/rollback in.
+
+    A plain copy: the registry re-resolves the recorded artifact paths under the copy's own
+    artifact root (Registry._relocated), as for a `mlflow/` directory moved to another server.
+    """
     import shutil
 
     dst = tmp_path / "store"
     shutil.copytree(trained_store, dst)
-    # Artifact locations are absolute in the DB; rewrite them to the copy.
-    import sqlite3
-
-    con = sqlite3.connect(dst / "mlflow.db")
-    old, new = str(trained_store), str(dst)
-    for table, col in (
-        ("experiments", "artifact_location"),
-        ("runs", "artifact_uri"),
-        ("model_versions", "source"),
-        ("model_versions", "storage_location"),
-        ("logged_models", "artifact_location"),
-    ):
-        with contextlib.suppress(sqlite3.OperationalError):
-            con.execute(f"UPDATE {table} SET {col} = REPLACE({col}, ?, ?)", (old, new))
-    con.commit()
-    con.close()
     return dst
 
 

@@ -109,6 +109,25 @@ def cmd_model(args: argparse.Namespace) -> int:
             print(f"@{settings.model_alias}: v{old} -> v{new}")
         elif args.model_cmd == "current":
             print(registry.alias_version() or "none")
+        elif args.model_cmd == "export":
+            from loan_default.registry.transfer import export_version
+
+            manifest = export_version(registry, str(args.version), Path(args.out))
+            print(
+                f"exported {settings.model_name} v{args.version} to {args.out} "
+                f"({len(manifest['files'])} files, sha256 in manifest.json)"
+            )
+        elif args.model_cmd == "import":
+            from loan_default.registry.transfer import import_bundle
+
+            result = import_bundle(settings, Path(args.archive), promote=args.promote)
+            state = f"PROMOTED to @{settings.model_alias}" if result.promoted else "not promoted"
+            print(
+                f"imported v{result.source_version} as {settings.model_name} "
+                f"v{result.version} ({state})"
+            )
+            print(f"  reason: {result.reason}")
+            print(f"  test ROC-AUC here: {result.test_metrics['roc_auc']:.4f}")
     except RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -137,6 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("version", type=int)
     msub.add_parser("rollback", help="alias back to the previous production version")
     msub.add_parser("current", help="print the version the serving alias points to")
+    mp = msub.add_parser("export", help="write VERSION as a checked .tar.gz (manifest + bundle)")
+    mp.add_argument("version", type=int)
+    mp.add_argument("--out", required=True, help="archive to write, e.g. bundle.tar.gz")
+    mp = msub.add_parser(
+        "import", help="register an exported archive as a new version (promoted via the gate)"
+    )
+    mp.add_argument("archive", help="a file written by `model export`")
+    mp.add_argument(
+        "--promote", action="store_true", help="move the serving alias to it without the gate"
+    )
     p.set_defaults(func=cmd_model)
 
     _add_service_commands(sub)

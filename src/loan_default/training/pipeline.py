@@ -165,6 +165,33 @@ def _pyfunc_code_path() -> str:
     return spec.origin
 
 
+def log_bundle_model(bundle_dir: Path, example_rows: Any) -> Any:
+    """Log a bundle directory as the active run's pyfunc model `model` (returns MLflow's ModelInfo).
+
+    The one place a bundle becomes a registrable MLflow model: training and `model import` both
+    call it, so an imported version has exactly the layout of a trained one.
+    """
+    example = pd.DataFrame(example_rows, columns=list(RAW_FEATURES))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+        signature = infer_signature(
+            example,
+            pd.DataFrame({"probability": [0.1], "prediction": [0], "default_risk": ["Low"]}),
+        )
+    pkg_dir = str(Path(_pyfunc_code_path()).parents[1])
+    with warnings.catch_warnings():
+        # MLflow hints about type-hint signatures; ours is explicit (infer_signature).
+        warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=_pyfunc_code_path(),
+            artifacts={"bundle": str(bundle_dir)},
+            code_paths=[pkg_dir],
+            signature=signature,
+            input_example=example,
+        )
+
+
 def train(
     settings: Settings, *, data_path: Path | None = None, report_path: Path | None = None
 ) -> dict[str, Any]:
@@ -299,27 +326,7 @@ def train(
             mlflow.log_dict(json.loads(card.model_dump_json()), "model_card.json")
             mlflow.log_metrics({f"test_{k}": v for k, v in chosen["test_metrics"].items()})
             mlflow.log_metrics(chosen["cv"])
-            example = pd.DataFrame(data.X[:5], columns=list(RAW_FEATURES))
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
-                signature = infer_signature(
-                    example,
-                    pd.DataFrame(
-                        {"probability": [0.1], "prediction": [0], "default_risk": ["Low"]}
-                    ),
-                )
-            pkg_dir = str(Path(_pyfunc_code_path()).parents[1])
-            with warnings.catch_warnings():
-                # MLflow hints about type-hint signatures; ours is explicit (infer_signature).
-                warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
-                info = mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=_pyfunc_code_path(),
-                    artifacts={"bundle": str(bundle_dir)},
-                    code_paths=[pkg_dir],
-                    signature=signature,
-                    input_example=example,
-                )
+            info = log_bundle_model(bundle_dir, data.X[:5])
         mv = mlflow.register_model(info.model_uri, settings.model_name)
         version = str(mv.version)
         client = registry.client
