@@ -72,7 +72,7 @@ def test_predict_contract(api_server: Server, bundle: Any) -> None:
     assert 0 <= p <= 1
     card = bundle.card
     assert data["prediction"] == int(p >= card.threshold)
-    assert data["default_risk"] == card.risk_bands.label(p)
+    assert data["default_risk"] == bundle.score_one(1, 8754.36, 532339.56).default_risk
     assert data["features_used"] == pytest.approx(
         {**GOOD, "saving_rate": GOOD["bank_balance"] / GOOD["annual_salary"]}
     )
