@@ -104,9 +104,9 @@ class PredictionData(BaseModel):
 
 
 class ModelInfoData(BaseModel):
-    name: str
-    version: str
-    alias: str | None
+    model_name: str
+    model_version: str
+    model_alias: str | None
     model_type: str
     features: list[str]
     raw_features: list[str]
@@ -130,4 +130,4 @@ class DriftData(BaseModel):
     min_samples: int
     sampling_rate: float
     reference_model_version: str | None
-    computed_at: float
+    computed_at: str = Field(description="ISO 8601 UTC time the PSI was computed.")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import random
 import threading
-import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from loguru import logger
 
+from loan_default.core.clock import utc_iso
 from loan_default.core.config import Settings
 from loan_default.features import FEATURE_NAMES
 from loan_default.model.card import FeatureDistribution
@@ -67,7 +67,7 @@ class DriftReport:
     drifted_features: list[str]
     sampling_rate: float
     reference_model_version: str | None
-    computed_at: float = field(default_factory=time.time)
+    computed_at: str = field(default_factory=utc_iso)
 
     def as_dict(self) -> dict[str, Any]:
         return {

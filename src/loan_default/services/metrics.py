@@ -82,8 +82,8 @@ DRIFT_SAMPLES = Gauge(
 )
 MODEL_INFO = Gauge(
     "loan_model_info",
-    "1 for the model version being served (labels: version, alias).",
-    ["version", "alias"],
+    "1 for the model version being served (labels: model_version, model_alias).",
+    ["model_version", "model_alias"],
     multiprocess_mode="livemax",
 )
 HTTP_REQUESTS = Counter(
