@@ -264,3 +264,122 @@ def test_uploads_may_exceed_the_json_body_limit(stack: tuple[Settings, httpx.Cli
         "/api/v1/predict/batch", content=big_json, headers={"content-type": "application/json"}
     )
     assert r.status_code == 413
+
+
+# --- issue 11 (batch surface): regression tests against the real stack ------------------------
+def test_another_key_cannot_read_a_job(stack: tuple[Settings, httpx.Client]) -> None:
+    """Item 3: a job belongs to the key that submitted it; another key gets the 404 of an
+    unknown id (same status, same message shape), for the status, a page and results.csv."""
+    _, client = stack
+    r = client.post("/api/v1/predict/batch", json={"predictions": [ITEM]})
+    job = r.json()["data"]["job_id"]
+    assert wait_job(client, job)["status"] == "SUCCESS"
+    other = {"X-API-Key": OTHER_KEY}
+    unknown = str(uuid.uuid4())
+    for suffix in ("", "?offset=0&limit=1", "/results.csv"):
+        theirs = client.get(f"/api/v1/predict/batch/{job}{suffix}", headers=other)
+        nobody = client.get(f"/api/v1/predict/batch/{unknown}{suffix}", headers=other)
+        assert theirs.status_code == nobody.status_code == 404, theirs.text
+        assert theirs.json()["message"] == nobody.json()["message"].replace(unknown, job)
+        assert client.get(f"/api/v1/predict/batch/{job}{suffix}").status_code == 200
+
+
+def test_results_csv_neutralises_formulas(stack: tuple[Settings, httpx.Client]) -> None:
+    """Item 4: echoed text cells and header names starting = + - @ tab CR get a leading `'`;
+    numbers (a negative extra column, the features, our scores) stay numbers."""
+    _, client = stack
+    data = (
+        b"loan_id,=cmd,delta,Employed,Bank Balance,Annual Salary\n"
+        b'"=HYPERLINK(""http://x"",""y"")",a,-1.5,1,100,50000\n'
+        b"+1+1,b,-2,0,5,9000\n"
+        b"-2+3,c,3,1,7,1000\n"
+        b"@SUM(A1),d,4,1,7,1000\n"
+        b'"\tx",e,5,1,7,1000\n'
+        b'"\rx",f,6,1,7,1000\n'
+        b"plain,g,7,1,7,1000\n"
+    )
+    r = client.post("/api/v1/predict/batch/file", files={"file": ("f.csv", data, "text/csv")})
+    assert r.status_code == 202, r.text
+    job = r.json()["data"]["job_id"]
+    assert wait_job(client, job)["status"] == "SUCCESS"
+    text = client.get(f"/api/v1/predict/batch/{job}/results.csv").text
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert rows[0][:3] == ["loan_id", "'=cmd", "delta"]
+    assert [r[0] for r in rows[1:]] == [
+        '\'=HYPERLINK("http://x","y")',
+        "'+1+1",
+        "'-2+3",
+        "'@SUM(A1)",
+        "'\tx",
+        "'\rx",
+        "plain",
+    ]
+    assert [float(r[2]) for r in rows[1:]] == [-1.5, -2, 3, 4, 5, 6, 7]
+    assert all(r[0][:1] not in "=+-@\t\r" for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("field", "cell"),
+    [
+        ("employed", "1.0"),
+        ("employed", "0x1"),
+        ("bank_balance", "0x10"),
+        ("annual_salary", "5000."),
+    ],
+)
+def test_csv_cells_follow_the_json_contract(
+    stack: tuple[Settings, httpx.Client], field: str, cell: str
+) -> None:
+    """Item 11: what JSON refuses the CSV path refuses, naming the same field."""
+    settings, client = stack
+    row = {"employed": "1", "bank_balance": "100", "annual_salary": "5000"} | {field: cell}
+    data = f"employed,bank_balance,annual_salary\n{','.join(row.values())}\n".encode()
+    before = _job_keys(settings)
+    r = client.post("/api/v1/predict/batch/file", files={"file": ("f.csv", data, "text/csv")})
+    assert r.status_code == 422, r.text
+    assert [e["field"] for e in r.json()["detail"]["rows"]] == [field]
+    as_json = "{" + ",".join(f'"{k}": {v}' for k, v in row.items()) + "}"
+    single = client.post(
+        "/api/v1/predict", content=as_json, headers={"content-type": "application/json"}
+    )
+    assert single.status_code == 422
+    assert _job_keys(settings) == before
+
+
+def test_repeated_keys_in_a_batch_item_are_refused(stack: tuple[Settings, httpx.Client]) -> None:
+    """Item 11: `{"employed": 1, ..., "employed": 0}` was scored on the last value silently."""
+    settings, client = stack
+    before = _job_keys(settings)
+    good = '{"employed": 1, "bank_balance": 5, "annual_salary": 100}'
+    for dup in (
+        '{"employed": 1, "bank_balance": 5, "annual_salary": 100, "employed": 0}',
+        '{"employed": 1, "bank_balance": 5, "annual_salary": 100, "employ\\u0065d": 0}',
+    ):
+        body = '{"predictions": [' + good + "," + dup + "]}"
+        r = client.post(
+            "/api/v1/predict/batch", content=body, headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["loc"] == ["body", "predictions", 1, "employed"]
+        assert r.json()["detail"][0]["type"] == "duplicate_key"
+    note = '{"employed": 1, "bank_balance": 5, "annual_salary": 100, "note": "employed"}'
+    r = client.post(
+        "/api/v1/predict/batch",
+        content='{"predictions": [' + note + "]}",
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 202, r.text  # the name inside a value is not a key
+    assert _job_keys(settings) == before + 1
+
+
+def test_batch_errors_are_capped(stack: tuple[Settings, httpx.Client]) -> None:
+    """Item 1: at most BATCH_MAX_REPORTED_ERRORS errors are listed, then one summary entry."""
+    settings, client = stack
+    r = client.post("/api/v1/predict/batch", json={"predictions": [{}] * 1000})
+    assert r.status_code == 422
+    detail = r.json()["detail"]
+    cap = settings.batch_max_reported_errors
+    assert len(detail) == cap + 1
+    assert detail[-1]["type"] == "too_many_errors"
+    assert detail[-1]["msg"].startswith(f"{3000 - cap} more errors")
+    assert len(r.content) < 50_000

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from tests.worker.conftest import (
     HEADERS,
@@ -165,3 +166,55 @@ def test_embedded_broker_without_any_server(
         assert broker["type"] == "sqlite"
         assert broker["status"] == "ok"
     assert (tmp_path / "celery" / "broker.sqlite").exists()
+
+
+def test_status_says_chunks_await_redelivery_after_a_whole_worker_sigkill(
+    trained_store: Path, tmp_path: Path, procs: Callable[..., Proc]
+) -> None:
+    """Item 12: a SIGKILLed worker's begun chunk waits out CELERY_VISIBILITY_TIMEOUT_S; the job
+    status says so (how many, and when the broker hands them out again) instead of sitting at
+    some progress with no sign, and the field goes once the chunks are scored."""
+    visibility = 15
+    settings = batch_settings(
+        trained_store,
+        tmp_path,
+        batch_chunk_size=100,
+        celery_visibility_timeout_s=visibility,
+        batch_task_time_limit_s=3,
+    )
+    api = procs("api", settings)
+    first = procs("worker", settings)
+    store = redis.Redis.from_url(settings.celery_broker_url)
+    with httpx.Client(base_url=base_url(api), headers=HEADERS, timeout=30) as client:
+        job = _submit_portfolio(client, 30_000)
+        prefix = settings.batch_key_prefix + job
+        # Freeze the worker until it is caught between beginning a chunk and storing it (a
+        # bounded number of tries), then kill it there: the chunk it held is lost with it.
+        for _ in range(500):
+            first.popen.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+            begun = set(store.hkeys(prefix + ":run")) - set(store.hkeys(prefix + ":done"))
+            if begun:
+                break
+            first.popen.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+            time.sleep(0.003)
+        assert begun, "never caught the worker mid-chunk"
+        killed_at = time.time()
+        first.kill(signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        data: dict[str, object] = {}
+        while time.monotonic() < deadline:
+            data = client.get(f"/api/v1/predict/batch/{job}").json()["data"]
+            if "awaiting_redelivery" in data:
+                break
+            time.sleep(0.2)
+        waiting = data.get("awaiting_redelivery")
+        assert isinstance(waiting, dict), data
+        assert data["status"] == "PROGRESS"
+        assert waiting["chunks"] == len(begun)
+        assert killed_at < waiting["expected_at"] <= killed_at + visibility + 1
+        assert "CELERY_VISIBILITY_TIMEOUT_S" in waiting["reason"]
+        procs("worker", settings)
+        done = wait_job(client, job, timeout=90)
+        assert done["status"] == "SUCCESS"
+        assert "awaiting_redelivery" not in done
+        assert done["completed"] == 30_000

@@ -17,6 +17,7 @@ from loan_default.services.model import ModelService
 from tests.conftest import make_settings
 from tests.worker.conftest import csv_bytes
 
+OWNER = "key-id-of-a"
 BOUNDS = [
     bs.FieldBounds("employed", ge=0, le=1, integer=True),
     bs.FieldBounds("bank_balance", ge=0, le=1e12),
@@ -145,7 +146,7 @@ def test_malformed_ids_are_not_found(tmp_path: Path, job_id: str, trained_store:
         dispatcher=InlineDispatcher.__new__(InlineDispatcher),
     )
     with pytest.raises(NotFound):
-        svc.status(job_id)
+        svc.status(job_id, owner=OWNER)
 
 
 # --- end to end through the service (inline dispatch) -----------------------------------------
@@ -157,8 +158,8 @@ def test_batch_items_equal_single_predictions(
     raw = _rows(500)
     raw[0] = [1, 0.0, 1.0]
     raw[1] = [0, 123456.78, 0.01]
-    sub = svc.submit_rows(raw=raw)
-    data = svc.status(sub.job_id)
+    sub = svc.submit_rows(owner=OWNER, raw=raw)
+    data = svc.status(sub.job_id, owner=OWNER)
     assert data["status"] == "SUCCESS"
     assert data["model_version"] == model.require().version
     for (e, b, s), item in zip(raw.tolist(), data["results"], strict=True):
@@ -174,22 +175,24 @@ def test_chunks_page_and_csv_keep_input_order_when_scored_twice(
     svc, dispatcher = _service(tmp_path, model, trained_store, batch_chunk_size=100)
     dispatcher.repeat = 2  # at-least-once: every chunk delivered twice
     raw = _rows(1234, seed=1)
-    sub = svc.submit_rows(raw=raw)
+    sub = svc.submit_rows(owner=OWNER, raw=raw)
     assert len(dispatcher.sent) == 13
-    state = svc.state(sub.job_id)
+    state = svc.state(sub.job_id, owner=OWNER)
     assert state.status == "SUCCESS"
     assert state.completed == 1234
-    page = svc.status(sub.job_id, offset=95, limit=210)
+    page = svc.status(sub.job_id, owner=OWNER, offset=95, limit=210)
     assert page["next_offset"] == 305
     assert [r["features_used"]["bank_balance"] for r in page["results"]] == raw[95:305, 1].tolist()
-    assert svc.status(sub.job_id, offset=1200, limit=1000)["next_offset"] is None
-    assert svc.status(sub.job_id, offset=5000)["results"] == []
-    rows = list(csv.DictReader(io.StringIO(b"".join(svc.csv_chunks(sub.job_id)).decode())))
+    assert svc.status(sub.job_id, owner=OWNER, offset=1200, limit=1000)["next_offset"] is None
+    assert svc.status(sub.job_id, owner=OWNER, offset=5000)["results"] == []
+    rows = list(
+        csv.DictReader(io.StringIO(b"".join(svc.csv_chunks(sub.job_id, owner=OWNER)).decode()))
+    )
     assert len(rows) == 1234
     assert [float(r["bank_balance"]) for r in rows] == raw[:, 1].tolist()
     full = (
-        svc.status(sub.job_id, limit=1000)["results"]
-        + svc.status(sub.job_id, offset=1000, limit=1000)["results"]
+        svc.status(sub.job_id, owner=OWNER, limit=1000)["results"]
+        + svc.status(sub.job_id, owner=OWNER, offset=1000, limit=1000)["results"]
     )
     assert [float(r["probability"]) for r in rows] == [x["probability"] for x in full]
     assert [r["default_risk"] for r in rows] == [x["default_risk"] for x in full]
@@ -204,11 +207,13 @@ def test_file_job_carries_extra_columns_and_skips_bad_rows(
     rows[17] = ("L17", 1, -1, 1000)
     data = csv_bytes(rows, "loan_id,Employed,Bank Balance,Annual Salary")
     parsed = bs.parse_csv(data, bounds=BOUNDS, max_rows=1000, on_error="skip")
-    sub = svc.submit_file(parsed=parsed, digest="d")
+    sub = svc.submit_file(owner=OWNER, parsed=parsed, digest="d")
     assert sub.total == 249
     assert sub.skipped == 1
     assert sub.row_errors[0]["row"] == 18
-    out = list(csv.DictReader(io.StringIO(b"".join(svc.csv_chunks(sub.job_id)).decode())))
+    out = list(
+        csv.DictReader(io.StringIO(b"".join(svc.csv_chunks(sub.job_id, owner=OWNER)).decode()))
+    )
     assert [r["loan_id"] for r in out] == [r[0] for r in rows if r[0] != "L17"]
     assert set(out[0]) == {
         "loan_id",
@@ -227,14 +232,14 @@ def test_idempotency_key_returns_the_same_job(
 ) -> None:
     svc, dispatcher = _service(tmp_path, model, trained_store)
     raw = _rows(10)
-    first = svc.submit_rows(raw=raw, idempotency_key="k1")
-    again = svc.submit_rows(raw=raw, idempotency_key="k1")
+    first = svc.submit_rows(owner=OWNER, raw=raw, idempotency_key="k1")
+    again = svc.submit_rows(owner=OWNER, raw=raw, idempotency_key="k1")
     assert again.job_id == first.job_id
     assert again.replayed
     assert len(dispatcher.sent) == 1
     with pytest.raises(bs.IdempotencyConflict):
-        svc.submit_rows(raw=_rows(10, seed=9), idempotency_key="k1")
-    assert svc.submit_rows(raw=raw, idempotency_key="k2").job_id != first.job_id
+        svc.submit_rows(owner=OWNER, raw=_rows(10, seed=9), idempotency_key="k1")
+    assert svc.submit_rows(owner=OWNER, raw=raw, idempotency_key="k2").job_id != first.job_id
 
 
 @pytest.mark.unit
@@ -249,7 +254,7 @@ def test_failed_dispatch_leaves_no_job_and_frees_the_key(
 
     svc.dispatcher = Down()
     with pytest.raises(bs.ServiceUnavailable):
-        svc.submit_rows(raw=_rows(5), idempotency_key="k")
+        svc.submit_rows(owner=OWNER, raw=_rows(5), idempotency_key="k")
     assert list((tmp_path / "c" / "jobs").iterdir()) == []
     assert (
         svc.store.claim(__import__("hashlib").sha256(b"k").hexdigest(), "x:y", 60) is None
@@ -261,10 +266,178 @@ def test_expired_jobs_are_not_found(
     tmp_path: Path, model: ModelService, trained_store: Path
 ) -> None:
     svc, _ = _service(tmp_path, model, trained_store)
-    sub = svc.submit_rows(raw=_rows(5))
+    sub = svc.submit_rows(owner=OWNER, raw=_rows(5))
     rec = svc.store.record(sub.job_id)
     assert rec is not None
     rec.expires_at = 0
     (tmp_path / "c" / "jobs" / sub.job_id / "record.json").write_text(rec.model_dump_json())
     with pytest.raises(NotFound):
-        svc.status(sub.job_id)
+        svc.status(sub.job_id, owner=OWNER)
+
+
+# --- issue 11: ownership, formula escaping, the one row contract, redelivery ---------------------
+@pytest.mark.unit
+def test_jobs_belong_to_the_key_that_submitted_them(
+    tmp_path: Path, model: ModelService, trained_store: Path
+) -> None:
+    """Another key gets the very 404 of an unknown id (no existence oracle); so do jobs written
+    before owners were recorded (no owner), for every key."""
+    svc, _ = _service(tmp_path, model, trained_store)
+    sub = svc.submit_rows(owner=OWNER, raw=_rows(5))
+    assert svc.status(sub.job_id, owner=OWNER)["status"] == "SUCCESS"
+    unknown = "00000000-0000-4000-8000-000000000000"
+    for job_id in (sub.job_id, unknown):
+        for call in (
+            lambda j: svc.status(j, owner="another-key-id"),
+            lambda j: list(svc.csv_chunks(j, owner="another-key-id")),
+            lambda j: svc.status(j, owner=None),
+        ):
+            with pytest.raises(NotFound) as err:
+                call(job_id)
+            assert err.value.message == f"no batch job {job_id!r} (unknown, or its results expired)"
+    legacy = svc.store.record(sub.job_id)
+    assert legacy is not None
+    legacy.owner = None
+    (tmp_path / "c" / "jobs" / sub.job_id / "record.json").write_text(legacy.model_dump_json())
+    with pytest.raises(NotFound):
+        svc.status(sub.job_id, owner=OWNER)
+
+
+FORMULAS = ['=HYPERLINK("http://x","y")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "\nx"]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("escape", [True, False])
+def test_results_csv_neutralises_formulas_in_echoed_text_only(
+    tmp_path: Path, model: ModelService, trained_store: Path, escape: bool
+) -> None:
+    svc, _ = _service(tmp_path, model, trained_store)
+
+    class Escaping(InlineDispatcher):
+        def dispatch(self, job_id: str, n_chunks: int) -> None:
+            for i in range(n_chunks):
+                bs.score_chunk(
+                    store=self.store,
+                    job_id=job_id,
+                    index=i,
+                    predict=self.model.predict_matrix,
+                    escape_formulas=escape,
+                )
+
+    svc.dispatcher = Escaping(svc.store, model)
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["note", "=HEAD", "delta", "Employed", "Bank Balance", "Annual Salary"])
+    for i, text in enumerate(FORMULAS):
+        w.writerow([text, "plain", -0.5 - i, 1, 0, 5000 + i])
+    parsed = bs.parse_csv(out.getvalue().encode(), bounds=BOUNDS, max_rows=100, on_error="reject")
+    sub = svc.submit_file(owner=OWNER, parsed=parsed, digest="d")
+    body = b"".join(svc.csv_chunks(sub.job_id, owner=OWNER)).decode()
+    rows = list(csv.reader(io.StringIO(body, newline="")))
+    header, cells = rows[0], rows[1:]
+    assert header[1] == ("'=HEAD" if escape else "=HEAD")
+    assert [r[0] for r in cells] == [("'" + t if escape else t) for t in FORMULAS]
+    # numbers are not text: a negative extra column and our own outputs stay numbers
+    assert [float(r[2]) for r in cells] == [-0.5 - i for i in range(len(FORMULAS))]
+    assert all(0 <= float(r[header.index("probability")]) <= 1 for r in cells)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("field", "cell"),
+    [
+        ("employed", "1.0"),
+        ("employed", "1e0"),
+        ("employed", "0x1"),
+        ("employed", "+1"),
+        ("employed", "true"),
+        ("bank_balance", "0x10"),
+        ("bank_balance", "1."),
+        ("bank_balance", ".5"),
+        ("bank_balance", "01"),
+        ("bank_balance", "+5"),
+        ("bank_balance", "1_000"),
+        ("bank_balance", "Infinity"),
+        ("annual_salary", "NaN"),
+        ("annual_salary", "1e400"),
+        ("annual_salary", "5000,"),
+    ],
+)
+def test_csv_refuses_what_json_refuses(field: str, cell: str, bundle: Any) -> None:
+    """One row contract: each refused CSV cell is refused by the JSON schema too, naming the
+    same field (checked against PredictionRequest itself, not restated)."""
+    from pydantic import ValidationError
+
+    from loan_default.api.schemas import PredictionRequest
+
+    row = {"employed": "1", "bank_balance": "100", "annual_salary": "5000"}
+    row[field] = cell
+    cells = f'{row["employed"]},{row["bank_balance"]},"{row["annual_salary"]}"'
+    data = f"employed,bank_balance,annual_salary\n{cells}\n"
+    with pytest.raises(InvalidInput) as err:
+        bs.parse_csv(data.encode(), bounds=BOUNDS, max_rows=10, on_error="reject")
+    assert {e["field"] for e in err.value.detail["rows"]} == {field}
+    as_json = "{" + ", ".join(f'"{k}": {v}' for k, v in row.items()) + "}"
+    with pytest.raises(ValidationError) as jerr:
+        PredictionRequest.model_validate_json(as_json)
+    errors = jerr.value.errors()
+    assert all(e["type"] == "json_invalid" or e["loc"] == (field,) for e in errors)
+
+
+@pytest.mark.unit
+def test_csv_accepts_what_json_accepts() -> None:
+    data = b"employed,bank_balance,annual_salary\n 1 ,-0,1E3\n0,1.5e2, 2.25 \n-0,0,1\n"
+    parsed = bs.parse_csv(data, bounds=BOUNDS, max_rows=10, on_error="reject")
+    assert parsed.raw.tolist() == [[1, 0, 1000], [0, 150, 2.25], [0, 0, 1]]
+
+
+@pytest.mark.unit
+def test_a_repeated_feature_column_is_refused_by_name() -> None:
+    data = b"Employed,employed,bank_balance,annual_salary\n1,0,5,100\n"
+    with pytest.raises(InvalidInput) as err:
+        bs.parse_csv(data, bounds=BOUNDS, max_rows=10, on_error="reject")
+    assert err.value.detail["duplicate"] == "employed"
+
+
+@pytest.mark.unit
+def test_status_reports_chunks_begun_by_a_worker_that_stopped(
+    tmp_path: Path, model: ModelService, trained_store: Path
+) -> None:
+    settings = make_settings(
+        trained_store, celery_data_dir=str(tmp_path / "c"), batch_chunk_size=100
+    )
+    store = bs.FileJobStore(tmp_path / "c")
+
+    class Nothing:
+        def dispatch(self, job_id: str, n_chunks: int) -> None:
+            return None
+
+    svc = bs.BatchService(settings=settings, store=store, dispatcher=Nothing())
+    sub = svc.submit_rows(owner=OWNER, raw=_rows(300))
+    assert "awaiting_redelivery" not in svc.status(sub.job_id, owner=OWNER)
+    rec = store.record(sub.job_id)
+    assert rec is not None
+    store.beat("host:1", 60)  # alive: its chunk is being scored
+    store.mark_started(rec, 0, "1000.5:host:1")
+    store.mark_started(rec, 1, "1000.5:host:2")  # never beat, or stopped beating
+    data = svc.status(sub.job_id, owner=OWNER)
+    assert data["awaiting_redelivery"]["chunks"] == 1
+    assert data["awaiting_redelivery"]["expected_at"] is None  # embedded broker: on next start
+    bs.score_chunk(store=store, job_id=sub.job_id, index=1, predict=model.predict_matrix)
+    assert "awaiting_redelivery" not in svc.status(sub.job_id, owner=OWNER)
+
+
+@pytest.mark.unit
+def test_header_limits_count_a_quoted_comma_as_text() -> None:
+    """Item 2: the header is measured before Arrow parses anything; a comma inside a quoted
+    name is part of the name, not a new column. (Line breaks inside values are refused by
+    Arrow's parser as before, a 422.)"""
+    data = b'"a,b","x y",employed,bank_balance,annual_salary\n' + b"k,l,1,5,100\n"
+    parsed = bs.parse_csv(data, bounds=BOUNDS, max_rows=10, on_error="reject", max_columns=5)
+    assert parsed.table.column_names[:2] == ["a,b", "x y"]
+    with pytest.raises(InvalidInput) as err:
+        bs.parse_csv(data, bounds=BOUNDS, max_rows=10, on_error="reject", max_columns=4)
+    assert err.value.detail == {"limit": "BATCH_CSV_MAX_COLUMNS", "max": 4, "columns": 5}
+    with pytest.raises(InvalidInput) as err:
+        bs.parse_csv(data, bounds=BOUNDS, max_rows=10, on_error="reject", max_header_bytes=40)
+    assert err.value.detail == {"limit": "BATCH_CSV_MAX_HEADER_BYTES", "max": 40}

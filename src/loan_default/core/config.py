@@ -110,8 +110,22 @@ class Settings(BaseSettings):
     """Queue of the chunk tasks; a separate name isolates deployments sharing one Redis."""
     celery_visibility_timeout_s: int = Field(default=300, ge=1)
     """Seconds before Redis redelivers a message held by a dead worker; keep > longest chunk."""
-    batch_max_rows: int = Field(default=1000, ge=1)
+    batch_max_rows: int = Field(default=1000, ge=1, le=100_000)
+    """Most items in one JSON batch request; counted on the raw body (a byte scan) before anything
+    is parsed or validated, so an oversized list is refused in milliseconds (it once took 22 s)."""
+    batch_max_reported_errors: int = Field(default=100, ge=1, le=10_000)
+    """At most this many errors are listed in a batch 422 or a job's `row_errors` (the count of
+    bad rows stays exact), so one bad request cannot produce a huge error body."""
     batch_file_max_rows: int = Field(default=1_000_000, ge=1)
+    batch_csv_max_columns: int = Field(default=256, ge=3, le=100_000)
+    """Most columns in an uploaded CSV, checked on its header before Arrow parses the file
+    (each column costs a parser buffer: 100,003 columns took 1.1 GB of API memory)."""
+    batch_csv_max_header_bytes: int = Field(default=65_536, ge=64)
+    """Longest header line of an uploaded CSV, read before the file is parsed."""
+    batch_csv_escape_formulas: bool = True
+    """Prefix `'` to text cells (and header names) of results.csv that start with = + - @ tab
+    CR or LF, so spreadsheets do not run them (OWASP CSV injection); false for machine readers
+    that want the uploaded text verbatim. Read by the workers, which write results.csv."""
     batch_chunk_size: int = Field(default=50_000, ge=100)
     batch_result_ttl_s: int = Field(default=86_400, ge=60)
     batch_store_url: str = ""

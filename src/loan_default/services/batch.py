@@ -31,32 +31,31 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa  # type: ignore[import-untyped]
-import pyarrow.compute as pc  # type: ignore[import-untyped]
 import pyarrow.csv as pacsv  # type: ignore[import-untyped]
 from pydantic import BaseModel, Field
 
 from loan_default.core.config import Settings
 from loan_default.core.errors import (
-    InvalidInput,
     LoanDefaultError,
     NotFound,
     ServiceUnavailable,
 )
-from loan_default.features import RAW_COLUMNS, RAW_FEATURES, build_matrix
+from loan_default.features import RAW_FEATURES, build_matrix
+from loan_default.services.batch_input import FieldBounds as FieldBounds
+from loan_default.services.batch_input import OnError as OnError
+from loan_default.services.batch_input import ParsedFile, escape_formulas
+from loan_default.services.batch_input import parse_csv as parse_csv
 from loan_default.services.model import BatchScores
 
 JobStatus = Literal["PENDING", "PROGRESS", "SUCCESS", "FAILURE"]
-OnError = Literal["reject", "skip"]
 
 #: Risk labels by the code stored in result blobs.
 RISK_LABELS: Final = ("Low", "Medium", "High")
-#: At most this many bad rows are listed in a 422 or a job's `row_errors` (the count is exact).
-MAX_REPORTED_ROW_ERRORS: Final = 100
 
 
 class PayloadTooLarge(LoanDefaultError):
@@ -86,6 +85,9 @@ class JobRecord(BaseModel):
     skipped: int = 0
     row_errors: list[dict[str, Any]] = Field(default_factory=list)
     filename: str | None = None
+    owner: str | None = None
+    """Key id (digest prefix) of the API key that submitted the job; only it may read the job.
+    Records written before owners were recorded have none and are readable by no key."""
 
     @property
     def n_chunks(self) -> int:
@@ -103,6 +105,8 @@ class JobState:
     record: JobRecord
     done: dict[int, str]
     failure: str | None
+    started: dict[int, str] = field(default_factory=dict)
+    """chunk -> "unix time:worker id" of the last worker that began scoring it."""
 
     @property
     def completed(self) -> int:
@@ -146,6 +150,9 @@ class JobStore(Protocol):
         self, record: JobRecord, index: int, blobs: Mapping[str, bytes], marker: str
     ) -> int: ...
     def set_failed(self, record: JobRecord, message: str) -> None: ...
+    def mark_started(self, record: JobRecord, index: int, marker: str) -> None: ...
+    def beat(self, worker_id: str, ttl_s: int) -> None: ...
+    def alive(self, worker_ids: Sequence[str]) -> set[str]: ...
     def claim(self, key: str, value: str, ttl_s: int) -> str | None: ...
     def release(self, key: str) -> None: ...
     def ping(self) -> None: ...
@@ -206,15 +213,17 @@ class RedisJobStore:
             pipe.get(self._k(job_id, "rec"))
             pipe.hgetall(self._k(job_id, "done"))
             pipe.get(self._k(job_id, "fail"))
+            pipe.hgetall(self._k(job_id, "run"))
             return list(pipe.execute())
 
-        rec, done, fail = self._call(run)
+        rec, done, fail, run_map = self._call(run)
         if rec is None:
             return None
         return JobState(
             record=JobRecord.model_validate_json(rec),
             done={int(k): v.decode() for k, v in done.items()},
             failure=None if fail is None else fail.decode(),
+            started={int(k): v.decode() for k, v in run_map.items()},
         )
 
     def blobs(self, job_id: str, names: Sequence[str]) -> list[bytes | None]:
@@ -246,6 +255,27 @@ class RedisJobStore:
         self._call(
             lambda: self.client.set(self._k(record.job_id, "fail"), message, ex=_ttl(record))
         )
+
+    def mark_started(self, record: JobRecord, index: int, marker: str) -> None:
+        key = self._k(record.job_id, "run")
+
+        def run() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(key, str(index), marker)
+            pipe.expire(key, _ttl(record))
+            pipe.execute()
+
+        self._call(run)
+
+    def beat(self, worker_id: str, ttl_s: int) -> None:
+        self._call(lambda: self.client.set(f"{self.prefix}worker:{worker_id}", b"1", ex=ttl_s))
+
+    def alive(self, worker_ids: Sequence[str]) -> set[str]:
+        ids = list(worker_ids)
+        if not ids:
+            return set()
+        found = self._call(lambda: self.client.mget([f"{self.prefix}worker:{w}" for w in ids]))
+        return {w for w, v in zip(ids, found, strict=True) if v is not None}
 
     def claim(self, key: str, value: str, ttl_s: int) -> str | None:
         k = f"{self.prefix}idem:{key}"
@@ -326,7 +356,12 @@ class FileJobStore:
             failure: str | None = (d / "fail").read_text()
         except FileNotFoundError:
             failure = None
-        return JobState(record=rec, done=done, failure=failure)
+        started: dict[int, str] = {}
+        if (d / "run").is_dir():
+            for p in (d / "run").iterdir():
+                if p.name.isdigit():
+                    started[int(p.name)] = p.read_text()
+        return JobState(record=rec, done=done, failure=failure, started=started)
 
     def blobs(self, job_id: str, names: Sequence[str]) -> list[bytes | None]:
         out: list[bytes | None] = []
@@ -351,6 +386,24 @@ class FileJobStore:
 
     def set_failed(self, record: JobRecord, message: str) -> None:
         self._write(self._dir(record.job_id) / "fail", message.encode())
+
+    def mark_started(self, record: JobRecord, index: int, marker: str) -> None:
+        (self._dir(record.job_id) / "run").mkdir(exist_ok=True)
+        self._write(self._dir(record.job_id) / "run" / str(index), marker.encode())
+
+    def beat(self, worker_id: str, ttl_s: int) -> None:
+        (self.root / "workers").mkdir(exist_ok=True)
+        self._write(self.root / "workers" / worker_id, str(time.time() + ttl_s).encode())
+
+    def alive(self, worker_ids: Sequence[str]) -> set[str]:
+        out = set()
+        for w in worker_ids:
+            try:
+                if float((self.root / "workers" / w).read_text()) > time.time():
+                    out.add(w)
+            except (OSError, ValueError):
+                continue
+        return out
 
     def claim(self, key: str, value: str, ttl_s: int) -> str | None:
         path = self.root / "idem" / hashlib.sha256(key.encode()).hexdigest()
@@ -486,9 +539,15 @@ def result_items(raw: npt.NDArray[np.float64], scores: DecodedScores) -> list[di
 
 
 def chunk_csv(
-    *, columns: Any, scores: DecodedScores, header: bool
+    *, columns: Any, scores: DecodedScores, header: bool, escape: bool = True
 ) -> bytes:  # columns: pyarrow.Table
-    """One chunk of results.csv: the input columns (extra ones carried through) + the scores."""
+    """One chunk of results.csv: the input columns (extra ones carried through) + the scores.
+
+    `escape` (BATCH_CSV_ESCAPE_FORMULAS) neutralises text cells a spreadsheet would evaluate;
+    the appended score columns are ours and numeric or fixed labels, never escaped.
+    """
+    if escape:
+        columns = escape_formulas(columns)
 
     risk = pa.DictionaryArray.from_arrays(
         pa.array(scores.risk_code.astype(np.int8)), pa.array(list(RISK_LABELS))
@@ -525,170 +584,6 @@ def table_to_ipc(table: Any) -> bytes:
 def table_from_ipc(data: bytes) -> Any:
 
     return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
-
-
-# --- parsing uploaded CSV files ----------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class FieldBounds:
-    """Numeric range of one raw feature, taken from the request schema (not restated here)."""
-
-    name: str
-    ge: float | None = None
-    gt: float | None = None
-    le: float | None = None
-    integer: bool = False
-
-    def reason(self) -> str:
-        parts = []
-        if self.integer:
-            parts.append("an integer")
-        if self.ge is not None:
-            parts.append(f">= {self.ge:g}")
-        if self.gt is not None:
-            parts.append(f"> {self.gt:g}")
-        if self.le is not None:
-            parts.append(f"<= {self.le:g}")
-        return f"{self.name} must be " + " and ".join(parts)
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedFile:
-    raw: npt.NDArray[np.float64]
-    table: Any  # pyarrow.Table of the kept rows, every column of the file
-    row_errors: list[dict[str, Any]]
-    bad_rows: int
-    source_rows: int
-
-
-_COLUMN_ALIASES: Final = {
-    **{c.lower(): f for c, f in zip(RAW_COLUMNS, RAW_FEATURES, strict=True)},
-    **{f: f for f in RAW_FEATURES},
-}
-
-
-def _normalise(name: str) -> str:
-    n = name.strip().lower()
-    return _COLUMN_ALIASES.get(n, _COLUMN_ALIASES.get(n.replace("_", " "), n))
-
-
-def parse_csv(
-    source: IO[bytes] | bytes | Path,
-    *,
-    bounds: Sequence[FieldBounds],
-    max_rows: int,
-    on_error: OnError,
-) -> ParsedFile:
-    """Parse and validate a portfolio CSV with Arrow's multithreaded C++ reader (no row loop).
-
-    Rows are numbered from 1 (the first data row; the header is line 1 of the file, so row r is
-    line r + 1 when no field spans lines). Raises InvalidInput for a missing column, an empty or
-    too long file, and (with `on_error="reject"`) any bad row.
-    """
-
-    src: Any = pa.py_buffer(source) if isinstance(source, bytes) else source
-    if isinstance(source, Path):
-        src = str(source)
-    try:
-        table = pacsv.read_csv(
-            src,
-            read_options=pacsv.ReadOptions(block_size=8 << 20),
-            convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
-        )
-        # Arrow checks cells for UTF-8 but not the header: decoding the names may fail here
-        column_names = table.column_names
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise InvalidInput("the file is not a readable CSV", detail={"reason": first}) from exc
-    found: dict[str, int] = {}
-    for i, name in enumerate(column_names):
-        key = _normalise(name)
-        if key in RAW_FEATURES and key not in found:
-            found[key] = i
-    missing = [f for f in RAW_FEATURES if f not in found]
-    if missing:
-        raise InvalidInput(
-            "the file lacks required columns",
-            detail={
-                "missing": missing,
-                "accepted": [list(RAW_COLUMNS), list(RAW_FEATURES)],
-                "found": column_names,
-            },
-        )
-    n = table.num_rows
-    if n == 0:
-        raise InvalidInput("the file has no data rows")
-    if n > max_rows:
-        raise InvalidInput(
-            f"the file has {n} rows; at most {max_rows} are accepted per job",
-            detail={"rows": n, "max_rows": max_rows},
-        )
-    raw = np.empty((n, len(RAW_FEATURES)), dtype=np.float64)
-    bad = np.zeros(n, dtype=bool)
-    reasons: list[tuple[npt.NDArray[np.bool_], str, str]] = []
-    by_name = {b.name: b for b in bounds}
-    for j, name in enumerate(RAW_FEATURES):
-        col = table.column(found[name])
-        if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
-            values = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
-        else:
-            # Only when a non-numeric value is present: coerce what parses, flag the rest.
-            as_text = col.cast(pa.string())
-            values = (
-                pc.cast(
-                    pc.if_else(pc.match_substring_regex(as_text, _NUMBER_RE), as_text, None),
-                    pa.float64(),
-                )
-                .to_numpy(zero_copy_only=False)
-                .astype(np.float64)
-            )
-        values = np.asarray(values, dtype=np.float64)
-        raw[:, j] = values
-        nan = ~np.isfinite(values)
-        reasons.append((nan, name, f"{name} is missing, not a number or not finite"))
-        b = by_name.get(name)
-        if b is not None:
-            with np.errstate(invalid="ignore"):
-                out = np.zeros(n, dtype=bool)
-                if b.ge is not None:
-                    out |= values < b.ge
-                if b.gt is not None:
-                    out |= values <= b.gt
-                if b.le is not None:
-                    out |= values > b.le
-                if b.integer:
-                    out |= values != np.round(values)
-            reasons.append((out & ~nan, name, b.reason()))
-        bad |= nan | reasons[-1][0]
-    bad_idx = np.flatnonzero(bad)
-    errors: list[dict[str, Any]] = []
-    for i in bad_idx[:MAX_REPORTED_ROW_ERRORS].tolist():
-        errors.extend(
-            {"row": i + 1, "field": name, "reason": reason}
-            for mask, name, reason in reasons
-            if mask[i]
-        )
-    if bad_idx.size and on_error == "reject":
-        raise InvalidInput(
-            f"{bad_idx.size} of {n} rows are invalid; nothing was scored "
-            "(send on_error=skip to score the valid rows)",
-            detail={"bad_rows": int(bad_idx.size), "rows": errors},
-        )
-    if bad_idx.size == n:
-        raise InvalidInput("no valid rows in the file", detail={"bad_rows": n, "rows": errors})
-    if bad_idx.size:
-        keep = ~bad
-        raw = raw[keep]
-        table = table.filter(pa.array(keep))
-    return ParsedFile(
-        raw=np.ascontiguousarray(raw),
-        table=table,
-        row_errors=errors,
-        bad_rows=int(bad_idx.size),
-        source_rows=n,
-    )
-
-
-_NUMBER_RE: Final = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
 
 
 # --- the service -----------------------------------------------------------------------------
@@ -742,7 +637,11 @@ class BatchService:
 
     # --- submitting ----------------------------------------------------------------------
     def submit_rows(
-        self, *, raw: npt.NDArray[np.float64], idempotency_key: str | None = None
+        self,
+        *,
+        raw: npt.NDArray[np.float64],
+        idempotency_key: str | None = None,
+        owner: str | None = None,
     ) -> Submitted:
         """A JSON job: `raw` (n, 3) float64 in RAW_FEATURES order, already validated."""
         raw = np.ascontiguousarray(raw, dtype=np.float64)
@@ -753,6 +652,7 @@ class BatchService:
             table=None,
             digest=digest,
             idempotency_key=idempotency_key,
+            owner=owner,
         )
 
     def submit_file(
@@ -762,6 +662,7 @@ class BatchService:
         digest: str,
         idempotency_key: str | None = None,
         filename: str | None = None,
+        owner: str | None = None,
     ) -> Submitted:
         return self._submit(
             kind="file",
@@ -772,6 +673,7 @@ class BatchService:
             skipped=parsed.bad_rows,
             row_errors=parsed.row_errors,
             filename=filename,
+            owner=owner,
         )
 
     def _submit(
@@ -785,6 +687,7 @@ class BatchService:
         skipped: int = 0,
         row_errors: list[dict[str, Any]] | None = None,
         filename: str | None = None,
+        owner: str | None = None,
     ) -> Submitted:
         job_id = new_job_id()
         ttl = self.settings.batch_result_ttl_s
@@ -820,6 +723,7 @@ class BatchService:
             skipped=skipped,
             row_errors=row_errors or [],
             filename=filename,
+            owner=owner,
         )
         blobs: dict[str, bytes] = {}
         for i, s in enumerate(starts):
@@ -854,14 +758,18 @@ class BatchService:
         )
 
     # --- reading -------------------------------------------------------------------------
-    def state(self, job_id: str) -> JobState:
+    def state(self, job_id: str, *, owner: str | None) -> JobState:
+        """The job if `owner` (the caller's key id) submitted it; any other caller gets the
+        same 404 as for an unknown id, so a job id cannot be probed with another key."""
         state = self.store.state(job_id) if valid_job_id(job_id) else None
-        if state is None:
+        if state is None or owner is None or state.record.owner != owner:
             raise NotFound(f"no batch job {job_id!r} (unknown, or its results expired)")
         return state
 
-    def status(self, job_id: str, *, offset: int = 0, limit: int | None = None) -> dict[str, Any]:
-        state = self.state(job_id)
+    def status(
+        self, job_id: str, *, owner: str | None, offset: int = 0, limit: int | None = None
+    ) -> dict[str, Any]:
+        state = self.state(job_id, owner=owner)
         rec = state.record
         status = state.status
         data: dict[str, Any] = {
@@ -879,6 +787,8 @@ class BatchService:
             data["row_errors"] = rec.row_errors
         if status == "FAILURE":
             data["error"] = state.failure
+        elif status != "SUCCESS" and (waiting := self._awaiting_redelivery(state)):
+            data["awaiting_redelivery"] = waiting
         if status == "SUCCESS":
             limit = self.settings.batch_page_max_rows if limit is None else limit
             data["offset"] = offset
@@ -917,9 +827,40 @@ class BatchService:
             )
         return items
 
-    def csv_chunks(self, job_id: str) -> Iterator[bytes]:
+    def _awaiting_redelivery(self, state: JobState) -> dict[str, Any] | None:
+        """Chunks begun by a worker that has stopped beating (SIGKILLed, host lost).
+
+        Redis hands such a chunk to another worker only once CELERY_VISIBILITY_TIMEOUT_S has
+        passed since it was delivered; the embedded broker, when a worker next starts.
+        """
+        begun = {
+            i: (float(ts), worker)
+            for i, (ts, _, worker) in ((i, m.partition(":")) for i, m in state.started.items())
+            if i not in state.done
+        }
+        if not begun:
+            return None
+        alive = self.store.alive(sorted({w for _, w in begun.values()}))
+        lost = [ts for ts, w in begun.values() if w not in alive]
+        if not lost:
+            return None
+        redis_broker = is_redis_url(self.settings.celery_broker_url)
+        return {
+            "chunks": len(lost),
+            "expected_at": (
+                max(lost) + self.settings.celery_visibility_timeout_s if redis_broker else None
+            ),
+            "reason": "the worker scoring these chunks stopped; "
+            + (
+                "the broker redelivers them once CELERY_VISIBILITY_TIMEOUT_S has passed"
+                if redis_broker
+                else "they are re-dispatched when a worker starts"
+            ),
+        }
+
+    def csv_chunks(self, job_id: str, *, owner: str | None) -> Iterator[bytes]:
         """results.csv of a finished job, one chunk at a time (the caller streams it)."""
-        state = self.state(job_id)
+        state = self.state(job_id, owner=owner)
         if state.status != "SUCCESS":
             raise NotFound(
                 f"batch job {job_id} has no results yet (status {state.status})",
@@ -952,10 +893,14 @@ def score_chunk(
     job_id: str,
     index: int,
     predict: Callable[[npt.NDArray[np.float32]], BatchScores],
+    worker_id: str | None = None,
+    escape_formulas: bool = True,
 ) -> str:
     """Score chunk `index` of `job_id` and store its result; safe to run more than once.
 
-    Returns what happened: `scored`, `already-done`, `failed-job` or `expired`.
+    `worker_id` marks the chunk as begun by this worker (its heartbeat tells the API whether
+    the chunk is still being scored). Returns what happened: `scored`, `already-done`,
+    `failed-job` or `expired`.
     """
     record = store.record(job_id)
     if record is None:
@@ -966,6 +911,8 @@ def score_chunk(
     blobs = store.blobs(job_id, names)
     if blobs[0] is None:
         return "expired"
+    if worker_id is not None:
+        store.mark_started(record, index, f"{time.time()}:{worker_id}")
     raw = decode_raw(blobs[0])
     scores = predict(build_matrix(raw))
     out: dict[str, bytes] = {f"out-{index}": encode_scores(scores)}
@@ -974,6 +921,7 @@ def score_chunk(
             columns=table_from_ipc(blobs[1]),
             scores=decode_scores(out[f"out-{index}"]),
             header=index == 0,
+            escape=escape_formulas,
         )
     store.put_chunk(record, index, out, f"{raw.shape[0]}:{scores.model_version}")
     return "scored"

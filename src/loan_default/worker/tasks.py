@@ -7,8 +7,11 @@ A task that runs twice for the same chunk overwrites the same bytes and is count
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Task, shared_task
@@ -24,6 +27,10 @@ from loan_default.worker.celery_app import SCORE_CHUNK_TASK, uses_embedded_broke
 
 #: How long a task waits for the model of a freshly started worker before retrying later.
 MODEL_WAIT_S = 30.0
+#: Each worker process refreshes a key of this lifetime every HEARTBEAT_S: a chunk begun by a
+#: process whose key expired is reported as awaiting redelivery in the job status.
+HEARTBEAT_S = 2.0
+HEARTBEAT_TTL_S = 6
 
 
 @dataclass(slots=True)
@@ -31,6 +38,20 @@ class WorkerContext:
     settings: Settings
     model: ModelService
     store: batch_service.JobStore
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+
+    def start_heartbeat(self) -> None:
+        """A daemon thread: the key lives while this process does (a SIGKILL stops it)."""
+
+        def run() -> None:
+            while True:
+                try:
+                    self.store.beat(self.worker_id, HEARTBEAT_TTL_S)
+                except Exception as exc:  # the store being down is reported elsewhere
+                    logger.debug("heartbeat not written: {}", type(exc).__name__)
+                time.sleep(HEARTBEAT_S)
+
+        threading.Thread(target=run, name="batch-heartbeat", daemon=True).start()
 
     def wait_for_model(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -54,6 +75,7 @@ def init_context(settings: Settings | None = None) -> WorkerContext:
         _Holder.context = WorkerContext(
             settings=settings, model=model, store=batch_service.store_from_settings(settings)
         )
+        _Holder.context.start_heartbeat()
     return _Holder.context
 
 
@@ -135,6 +157,8 @@ def _score_chunk(self: Task, job_id: str, index: int) -> str:
             job_id=job_id,
             index=index,
             predict=ctx.model.predict_matrix,
+            worker_id=ctx.worker_id,
+            escape_formulas=ctx.settings.batch_csv_escape_formulas,
         )
     except (ModelNotReady, batch_service.StoreUnavailable) as exc:
         retries = int(self.request.retries or 0)
