@@ -103,9 +103,12 @@ class Settings(BaseSettings):
 
     # --- batch ------------------------------------------------------------------------------
     celery_broker_url: str = ""
-    """Empty: an embedded SQLite broker under `celery_data_dir`, so no server is needed."""
+    """Redis URL of the batch broker. Empty: `loan-default run` starts a private Redis (under
+    `run_redis_dir`); `serve` alone then answers batch routes with 503."""
     celery_result_backend: str = ""
-    celery_data_dir: str = "var/celery"
+    run_redis_dir: str = "var/redis"
+    """Data directory (append-only file) of the private Redis `loan-default run` starts when
+    CELERY_BROKER_URL is empty: queued jobs survive a restart."""
     celery_queue: str = "loan-default-batch"
     """Queue of the chunk tasks; a separate name isolates deployments sharing one Redis."""
     celery_visibility_timeout_s: int = Field(default=300, ge=1)
