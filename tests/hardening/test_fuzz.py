@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import Server, running, store_env
-from tests.conftest import TEST_API_KEY
+from tests.conftest import TEST_API_KEY, queued_batch
 from tests.hardening.fuzz import fuzz, fuzz_stateful
 
 pytestmark = pytest.mark.integration
@@ -23,12 +23,9 @@ MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 @pytest.fixture(scope="module")
 def fuzz_server(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     work = tmp_path_factory.mktemp("fuzz")
-    # embedded broker and job dir in tmp: submits are accepted (202) and queued, no worker needed
+    # a broker queue nobody consumes: submits are accepted (202) and queued, no worker needed
     env = store_env(
-        trained_store,
-        rate_limit_per_minute=1_000_000,
-        celery_data_dir=work / "celery",
-        batch_max_rows=50,
+        trained_store, rate_limit_per_minute=1_000_000, batch_max_rows=50, **queued_batch()
     )
     with running(env, work) as server:
         yield server

@@ -458,6 +458,7 @@ async def job_status(
 @router.get(
     "/{job_id}/results.csv",
     operation_id="get_batch_job_results_csv",
+    name="get_batch_job_results_csv",
     responses={**_ERRORS, 200: {"content": {"text/csv": {}}}},
     response_class=StreamingResponse,
     summary="All results of a finished job as CSV (streamed; extra input columns included)",
