@@ -21,7 +21,6 @@ from loan_default.services.drift import bin_proportions, psi
 pytestmark = pytest.mark.unit
 
 
-
 # --- PSI -------------------------------------------------------------------------------------
 @st.composite
 def proportions(draw: st.DrawFn, k: int) -> np.ndarray:
