@@ -233,3 +233,11 @@ def settings_or_report() -> Settings | None:
             field = ".".join(str(p) for p in err["loc"]) or "settings"
             print(f"configuration error: {field.upper()}: {err['msg']}", file=sys.stderr)
         return None
+
+
+def settings_or_exit() -> Settings:
+    """For CLI commands: the settings, or exit 2 after `settings_or_report` named the problems."""
+    settings = settings_or_report()
+    if settings is None:
+        raise SystemExit(2)
+    return settings

@@ -35,7 +35,7 @@ def worker_argv(args: argparse.Namespace, *, concurrency: int, queue: str) -> li
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from loan_default.cli import _settings
+    from loan_default.core.config import settings_or_exit as _settings
     from loan_default.core.logging import configure_logging
     from loan_default.worker.celery_app import default_app
 
@@ -59,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Start the batch worker and the API as child processes; stop both on a signal or when
     either exits (so a crash is visible instead of a half-working service). Without a
     CELERY_BROKER_URL a private Redis is started first and given to both."""
-    from loan_default.cli import _settings
+    from loan_default.core.config import settings_or_exit as _settings
     from loan_default.worker.local_redis import PrivateRedis, RedisNotInstalled
 
     settings = _settings()

@@ -17,13 +17,14 @@ import numpy as np
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from loguru import logger
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.responses import Response, StreamingResponse
 
 from loan_default.api.deps import require_json
-from loan_default.api.schemas import Envelope, ErrorEnvelope, JSONBytes, PredictionRequest
+from loan_default.api.schemas import Envelope, ErrorEnvelope, JSONBytes
+from loan_default.api.v1 import batch_docs
 from loan_default.core.config import Settings
 from loan_default.core.errors import InvalidInput, ServiceUnavailable
 from loan_default.services import batch as batch_service
@@ -31,41 +32,6 @@ from loan_default.services.batch import csv_input as batch_input
 from loan_default.services.batch import scoring as batch_scoring
 
 router = APIRouter(prefix="/predict/batch", tags=["batch"])
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorEnvelope} for code in (401, 403, 404, 409, 413, 415, 422, 429, 503)
-}
-#: OpenAPI links from a submit's 202 to what a client does next with the job id: documented for
-#: client generators, and followed by the stateful contract fuzzing (schemathesis).
-_JOB_ID = {"job_id": "$response.body#/data/job_id"}
-_SUBMITTED: dict[int | str, dict[str, Any]] = {
-    202: {
-        "description": "Accepted: the job is queued; poll its status with the job id.",
-        "links": {
-            "GetJobStatus": {"operationId": "get_batch_job", "parameters": _JOB_ID},
-            "GetJobResultsCsv": {"operationId": "get_batch_job_results_csv", "parameters": _JOB_ID},
-        },
-    }
-}
-
-
-class BatchPredictionRequest(BaseModel):
-    """1 to BATCH_MAX_ROWS applicants, each validated exactly like the single predict.
-
-    The body of `POST /api/v1/predict/batch` (parsed from bytes by the handler).
-    """
-
-    predictions: list[PredictionRequest] = Field(min_length=1)
-
-
-class BatchSubmitted(BaseModel):
-    job_id: str
-    status: batch_service.JobStatus
-    message: str
-    total_predictions: int
-    skipped: int | None = None
-    row_errors: list[dict[str, Any]] | None = None
-
 
 #: Request-body limits of this router's routes that differ from MAX_BODY_BYTES: path within the
 #: router -> the setting that bounds it. `create_app` hands them to the request middleware.
@@ -154,7 +120,7 @@ IdempotencyKey = Annotated[
 
 
 def _accepted(sub: batch_service.Submitted, *, kind: str) -> Response:
-    data = BatchSubmitted(
+    data = batch_docs.BatchSubmitted(
         job_id=sub.job_id,
         status="PENDING",
         message=(
@@ -176,39 +142,13 @@ def _accepted(sub: batch_service.Submitted, *, kind: str) -> Response:
     )
 
 
-#: The handler parses the body itself, so its schema is given to OpenAPI here (inlined: the
-#: document has no component for it, and `$defs` refs would not resolve from the document root).
-_SUBMIT_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "title": "BatchPredictionRequest",
-                    "type": "object",
-                    "required": ["predictions"],
-                    "properties": {
-                        "predictions": {
-                            "type": "array",
-                            "minItems": 1,
-                            "description": "1 to BATCH_MAX_ROWS applicants.",
-                            "items": PredictionRequest.model_json_schema(),
-                        }
-                    },
-                }
-            }
-        },
-    }
-}
-
-
 @router.post(
     "",
     status_code=202,
     dependencies=[Depends(require_json)],
-    response_model=Envelope[BatchSubmitted],
-    openapi_extra=_SUBMIT_OPENAPI,
-    responses={**_SUBMITTED, **_ERRORS},
+    response_model=Envelope[batch_docs.BatchSubmitted],
+    openapi_extra=batch_docs.SUBMIT_OPENAPI,
+    responses={**batch_docs.SUBMITTED, **batch_docs.ERRORS},
     summary="Queue up to BATCH_MAX_ROWS applicants for scoring",
 )
 async def submit_batch(
@@ -232,7 +172,7 @@ def _submit_rows(
     even a C parser holds the event loop 50-150 ms on such a body.
     Then pydantic validates straight from bytes (half the cost of FastAPI's body parameter for
     1000 items); errors keep FastAPI's shape, `loc` = body.predictions.<i>.<field>, capped at
-    BATCH_MAX_REPORTED_ERRORS.
+    BATCH_MAX_REPORTEDbatch_docs.ERRORS.
     """
     settings = batch.settings
     limit = settings.batch_max_rows
@@ -262,7 +202,7 @@ def _submit_rows(
             ],
         )
     try:
-        payload = BatchPredictionRequest.model_validate_json(body)
+        payload = batch_docs.BatchPredictionRequest.model_validate_json(body)
     except ValidationError as exc:
         cap = settings.batch_max_reported_errors
         errors: list[Any] = [
@@ -342,42 +282,14 @@ def _parse_upload(
     )
 
 
-#: The upload route reads its multipart body itself, *after* the router's auth dependency:
-#: with a `File(...)` parameter FastAPI would spool the whole upload (up to MAX_UPLOAD_BYTES)
-#: before the key is checked, for any anonymous client. The schema is given to OpenAPI here.
-_FILE_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "title": "BatchFileUpload",
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "CSV with columns `Employed, Bank Balance, Annual "
-                            "Salary` (or employed, bank_balance, annual_salary); other columns "
-                            "are carried to the output.",
-                        }
-                    },
-                }
-            }
-        },
-    }
-}
-
-
 @router.post(
     "/file",
     status_code=202,
-    response_model=Envelope[BatchSubmitted],
-    openapi_extra=_FILE_OPENAPI,
+    response_model=Envelope[batch_docs.BatchSubmitted],
+    openapi_extra=batch_docs.FILE_OPENAPI,
     responses={
-        **_SUBMITTED,
-        **_ERRORS,
+        **batch_docs.SUBMITTED,
+        **batch_docs.ERRORS,
         400: {"model": ErrorEnvelope, "description": "malformed multipart body"},
     },
     summary="Queue a portfolio CSV (up to BATCH_FILE_MAX_ROWS rows) for scoring",
@@ -421,7 +333,7 @@ async def submit_file(
 @router.get(
     "/{job_id}",
     operation_id="get_batch_job",
-    responses=_ERRORS,
+    responses=batch_docs.ERRORS,
     summary="Job status, progress and (on SUCCESS) a page of results in input order",
 )
 async def job_status(
@@ -459,7 +371,7 @@ async def job_status(
     "/{job_id}/results.csv",
     operation_id="get_batch_job_results_csv",
     name="get_batch_job_results_csv",
-    responses={**_ERRORS, 200: {"content": {"text/csv": {}}}},
+    responses={**batch_docs.ERRORS, 200: {"content": {"text/csv": {}}}},
     response_class=StreamingResponse,
     summary="All results of a finished job as CSV (streamed; extra input columns included)",
 )
