@@ -38,7 +38,7 @@ class JSONBytes(JSONResponse):
 
 
 class PredictionRequest(BaseModel):
-    """One applicant. `saving_rate` (bank_balance / annual_salary) is derived, never sent."""
+    """One applicant. `saving_rate` is derived from these (features.engineering), never sent."""
 
     model_config = ConfigDict(
         strict=True,
