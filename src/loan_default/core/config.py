@@ -132,7 +132,7 @@ class Settings(BaseSettings):
     batch_chunk_size: int = Field(default=50_000, ge=100)
     batch_result_ttl_s: int = Field(default=86_400, ge=60)
     batch_store_url: str = ""
-    """Redis URL for job records/results; empty uses the broker's Redis or a local dir."""
+    """Redis URL for job records/results; empty uses the broker's Redis."""
     batch_key_prefix: str = "loan-default:batch:"
     """Prefix of every job-store key in Redis (lets several deployments share one Redis)."""
     batch_page_max_rows: int = Field(default=1000, ge=1, le=100_000)
