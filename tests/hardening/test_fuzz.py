@@ -7,11 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
-from tests.api.conftest import Server, running, store_env
+from tests.api.conftest import GOOD, Server, running, store_env
 from tests.conftest import TEST_API_KEY, queued_batch
-from tests.hardening.fuzz import fuzz, fuzz_stateful
+from tests.hardening.fuzz import fuzz, fuzz_query, fuzz_stateful
 
 pytestmark = pytest.mark.integration
 
@@ -74,3 +75,48 @@ def test_stateful_fuzz_follows_links_to_real_jobs(fuzz_server: Server) -> None:
     # the links were followed with real job ids: the status of a submitted job was answered
     assert report.linked["GET /api/v1/predict/batch/{job_id} -> 200"] > 0, report.linked
     assert "Traceback" not in fuzz_server.logs()
+
+
+def test_query_strings_of_every_route(fuzz_server: Server) -> None:
+    """Issue 11: the probe found 500s in query handling that the schema-driven fuzz never sent
+    (it only sends declared parameters). Every route, generated query strings, valid requests
+    otherwise: no 5xx, and every refusal is the JSON error envelope."""
+    keyed = {"X-API-Key": TEST_API_KEY}
+    submitted = httpx.post(
+        f"{fuzz_server.url}/api/v1/predict/batch",
+        json={"predictions": [GOOD, GOOD]},
+        headers=keyed,
+    )
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["data"]["job_id"]
+    boundary = "fuzzboundary"
+    upload = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="p.csv"\r\n'
+        "Content-Type: text/csv\r\n\r\nemployed,bank_balance,annual_salary\n1,2.0,30000\n"
+        f"\r\n--{boundary}--\r\n"
+    ).encode()
+    report = fuzz_query(
+        fuzz_server.url,
+        api_key=TEST_API_KEY,
+        max_examples=MAX_EXAMPLES,
+        bodies={
+            "POST /api/v1/predict": (orjson.dumps(GOOD), "application/json"),
+            "POST /api/v1/predict/batch": (
+                orjson.dumps({"predictions": [GOOD]}),
+                "application/json",
+            ),
+            "POST /api/v1/predict/batch/file": (
+                upload,
+                f"multipart/form-data; boundary={boundary}",
+            ),
+        },
+        path_values={"job_id": job_id},
+    )
+    print(f"\nquery fuzz: {report.summary()}")
+    assert len(report.per_route) >= 10, report.per_route
+    assert not report.failures, "\n".join(report.failures[:10])
+    # requests got through to the handlers (not all refused before query handling)
+    assert report.by_status[200] > 0
+    assert report.by_status[422] > 0
+    logs = fuzz_server.logs()
+    assert "Traceback" not in logs

@@ -10,14 +10,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.conftest import GOOD, JSON_HEADERS, running, store_env
+from tests.api.conftest import GOOD, JSON_HEADERS, metric_value, running, store_env
 from tests.worker.conftest import PrivateRedis
 
 pytestmark = pytest.mark.integration
 
 
-def test_ratelimit_redis_down_fails_open_then_recovers(trained_store: Path, tmp_path: Path) -> None:
-    """Documented: requests pass unlimited with one warning; limits come back by themselves."""
+def test_ratelimit_redis_down_degrades_to_per_process_limit(
+    trained_store: Path, tmp_path: Path
+) -> None:
+    """Issue 11 #9: with its Redis down the limiter used to fail open (300 wrong keys, 300 x 403
+    and no 429, readyz 200 with no sign). Now each process limits in memory, readyz and a metric
+    say so, and the shared limit comes back by itself."""
     redis_dir = tmp_path / "redis"
     redis_dir.mkdir()
     redis = PrivateRedis(redis_dir)  # our own server: the shared one on 6379 is never stopped
@@ -32,25 +36,41 @@ def test_ratelimit_redis_down_fails_open_then_recovers(trained_store: Path, tmp_
 
             r = predict()
             assert r.status_code == 200
-            remaining = int(r.headers["x-ratelimit-remaining"])
-            assert remaining < limit
+            assert int(r.headers["x-ratelimit-remaining"]) < limit
+            assert client.get("/readyz").json()["data"]["rate_limit"]["status"] == "ok"
+            assert metric_value(client.get("/metrics").text, "loan_rate_limit_degraded") == 0
 
             redis.stop()
-            statuses = [predict() for _ in range(3 * limit)]  # more than the limit allows
-            assert {r.status_code for r in statuses} == {200}, "fail open, never 500 or 429"
-            assert all("x-ratelimit-limit" not in r.headers for r in statuses)
+            # key guessing stays throttled: the in-memory fallback counts per client IP
+            guesses = [
+                client.post("/api/v1/predict", json=GOOD, headers={"X-API-Key": f"g{i}"})
+                for i in range(limit + 5)
+            ]
+            codes = [g.status_code for g in guesses]
+            assert codes[:limit] == [403] * limit, codes
+            assert set(codes[limit:]) == {429}, codes
+            statuses = [predict().status_code for _ in range(limit + 5)]
+            assert statuses.count(200) == limit
+            assert 429 in statuses
+            assert 500 not in statuses
+            ready = client.get("/readyz")
+            assert ready.status_code == 200, "a limiter outage is not an API outage"
+            assert ready.json()["data"]["rate_limit"] == {"storage": "redis", "status": "degraded"}
+            text = client.get("/metrics").text
+            assert metric_value(text, "loan_rate_limit_degraded") == 1
+            assert (metric_value(text, "loan_rate_limit_storage_errors_total") or 0) >= 1
             assert server.logs().count("rate-limit storage unavailable") == 1
 
             redis.start()  # same port, AOF: the counters of before the outage are back
             start = time.monotonic()
-            r = predict()
-            while "x-ratelimit-limit" not in r.headers and time.monotonic() - start < 20:
-                time.sleep(0.2)
-                r = predict()
-            assert r.status_code == 200
-            assert "x-ratelimit-remaining" in r.headers
+            while (
+                client.get("/readyz").json()["data"]["rate_limit"]["status"] != "ok"
+                and time.monotonic() - start < 20
+            ):
+                predict()
+                time.sleep(0.5)
             assert "rate-limit storage available again" in server.logs()
-            # and the limit is enforced again, without a restart
+            assert metric_value(client.get("/metrics").text, "loan_rate_limit_degraded") == 0
             codes = [predict().status_code for _ in range(limit + 1)]
             assert 429 in codes
             r = predict()
@@ -60,6 +80,58 @@ def test_ratelimit_redis_down_fails_open_then_recovers(trained_store: Path, tmp_
             assert "Traceback" not in server.logs()
     finally:
         redis.stop()
+
+
+def _hung_redis(stop: threading.Event) -> tuple[int, threading.Thread]:
+    """A TCP listener that accepts and never answers: a Redis that hangs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.settimeout(0.2)
+    held: list[socket.socket] = []
+
+    def run() -> None:
+        with listener:
+            while not stop.is_set():
+                try:
+                    held.append(listener.accept()[0])
+                except TimeoutError:
+                    continue
+            for conn in held:
+                conn.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return int(listener.getsockname()[1]), thread
+
+
+def test_hung_ratelimit_redis_adds_no_seconds(trained_store: Path, tmp_path: Path) -> None:
+    """Issue 11 #9: a hung Redis added +5 s to every keyed request. Now one call waits at most
+    RATE_LIMIT_STORAGE_TIMEOUT_S, then the process limits in memory and retries every 5 s."""
+    stop = threading.Event()
+    port, thread = _hung_redis(stop)
+    env = store_env(
+        trained_store,
+        rate_limit_per_minute=1_000,
+        rate_limit_storage_uri=f"redis://127.0.0.1:{port}/0",
+        rate_limit_storage_timeout_s=0.2,
+    )
+    try:
+        with running(env, tmp_path / "srv") as server, server.client() as client:
+            latencies = []
+            for _ in range(30):
+                t0 = time.perf_counter()
+                r = client.post("/api/v1/predict", json=GOOD, headers=JSON_HEADERS)
+                latencies.append(time.perf_counter() - t0)
+                assert r.status_code == 200
+                assert "x-ratelimit-remaining" in r.headers  # limited in memory meanwhile
+            assert max(latencies) < 1.5, latencies
+            assert sum(latencies) < 3, "only the first call (and a retry every 5 s) waits"
+            ready = client.get("/readyz").json()["data"]["rate_limit"]
+            assert ready["status"] == "degraded"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def _slow_client(port: int, stop: threading.Event, results: list[str], body_len: int = 200) -> None:

@@ -115,6 +115,7 @@ def create_app(
         per_minute=settings.rate_limit_per_minute,
         storage_uri=settings.rate_limit_storage_uri,
         key_prefix=settings.rate_limit_key_prefix,
+        storage_timeout_s=settings.rate_limit_storage_timeout_s,
     )
     api_errors.install(app)
 
@@ -149,6 +150,7 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         body_limits=batch.body_limits(settings, prefix=API_PREFIX),
         body_read_timeout_s=settings.body_read_timeout_s,
+        body_min_rate_bytes_s=settings.body_min_rate_bytes_s,
         access_log=AccessLog(settings),
     )
     return app

@@ -64,15 +64,14 @@ async def authorize(request: Request) -> Principal:
     decision = await limiter.hit(
         f"key:{key_id}" if key_id else f"ip:{request.client.host if request.client else '-'}"
     )
-    if decision is not None:
-        request.state.rate_limit = decision
-        if not decision.allowed:
-            raise RateLimited(
-                f"rate limit of {decision.limit} requests per minute exceeded; "
-                f"retry in {decision.retry_after_s} s",
-                retry_after_s=decision.retry_after_s,
-                detail={"limit": decision.limit, "retry_after_s": decision.retry_after_s},
-            )
+    request.state.rate_limit = decision
+    if not decision.allowed:
+        raise RateLimited(
+            f"rate limit of {decision.limit} requests per minute exceeded; "
+            f"retry in {decision.retry_after_s} s",
+            retry_after_s=decision.retry_after_s,
+            detail={"limit": decision.limit, "retry_after_s": decision.retry_after_s},
+        )
     if not key:
         raise Unauthorized("missing API key: send it in the X-API-Key header")
     if key_id is None:

@@ -8,7 +8,7 @@ their text: the middleware logs the traceback and answers a generic 500 with the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -83,9 +83,9 @@ def error_response(
     )
 
 
-def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
-    """FastAPI's error list, JSON-safe: `ctx` values as text, bulky `input` values dropped."""
-    out: list[dict[str, Any]] = []
+def _clean_validation_errors(errors: Any) -> Iterator[dict[str, Any]]:
+    """FastAPI's error list, JSON-safe: `ctx` values as text, bulky `input` values dropped.
+    A generator, so only the errors that fit in the answer are converted."""
     for err in errors:
         item: dict[str, Any] = {
             "type": err.get("type"),
@@ -103,8 +103,7 @@ def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
             item["input"] = value
         if err.get("ctx"):
             item["ctx"] = {k: str(v) for k, v in err["ctx"].items()}
-        out.append(item)
-    return out
+        yield item
 
 
 def _field_name(loc: list[Any]) -> str:
@@ -119,15 +118,48 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
     )
 
 
+#: Used when the app carries no settings (unit tests of the handlers).
+_DEFAULT_MAX_DETAIL_BYTES = 65_536
+#: At most this many fields are named in a 422's `message` (the list is in `detail`).
+_MAX_FIELDS_IN_MESSAGE = 10
+
+
+def _capped(
+    errors: Iterator[dict[str, Any]], total: int, max_bytes: int
+) -> tuple[list[dict[str, Any]], int]:
+    """The leading errors whose JSON fits in `max_bytes`, and how many were left out.
+
+    Pydantic reports every bad field: a body crafted to fail thousands of checks would otherwise
+    come back as a response larger than itself (issue 11: 278 MB for a 2 MB request).
+    """
+    kept: list[dict[str, Any]] = []
+    size = 0
+    for err in errors:
+        size += len(orjson.dumps(err, default=str)) + 1
+        if size > max_bytes and kept:
+            break
+        kept.append(err)
+    return kept, total - len(kept)
+
+
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)  # nosec B101 - type narrowing for mypy on an invariant, not input validation
-    detail = _clean_validation_errors(exc.errors())
+    settings = getattr(request.app.state, "settings", None)
+    max_bytes = getattr(settings, "max_error_detail_bytes", _DEFAULT_MAX_DETAIL_BYTES)
+    errors = exc.errors()
+    detail, left_out = _capped(_clean_validation_errors(errors), len(errors), max_bytes)
+    named = detail[:_MAX_FIELDS_IN_MESSAGE]
     fields = ", ".join(
         "body (not valid JSON)"
         if e["type"] == "json_invalid"
         else f"{_field_name(e['loc'])} ({e['msg']})"
-        for e in detail
+        for e in named
     )
+    more = len(detail) - len(named) + left_out
+    if more:
+        fields += f" and {more} more"
+    if left_out:
+        detail.append({"type": "detail_truncated", "omitted_errors": left_out})
     return error_response(422, "validation_error", f"invalid request: {fields}", detail)
 
 

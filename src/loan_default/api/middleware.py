@@ -18,10 +18,11 @@ from typing import Any, Final
 
 from fastapi import HTTPException
 from loguru import logger
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loan_default.api.errors import error_body, internal_error_response
-from loan_default.core.logging import AccessLog
+from loan_default.core.logging import AccessLog, printable
 from loan_default.services import metrics
 
 _SAFE_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -35,6 +36,9 @@ _SECURITY_HEADERS: Final = (
 _API_CSP: Final = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 _DOCS_PATHS: Final = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
 _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
+#: nginx's code for "client closed the request": recorded in the metrics and the access line,
+#: never sent (there is nobody to send it to).
+CLIENT_CLOSED_REQUEST: Final = 499
 
 
 class _BodyTooLarge(HTTPException):
@@ -67,6 +71,7 @@ class RequestMiddleware:
         max_body_bytes: int,
         body_limits: Mapping[str, int] | None = None,
         body_read_timeout_s: float = 30.0,
+        body_min_rate_bytes_s: float = 1000.0,
         access_log: AccessLog | None = None,
     ) -> None:
         self.app = app
@@ -74,6 +79,7 @@ class RequestMiddleware:
         #: Paths whose body may be larger (the batch CSV upload), as its router declares them.
         self.body_limits = dict(body_limits or {})
         self.body_read_timeout_s = body_read_timeout_s
+        self.body_min_rate_bytes_s = body_min_rate_bytes_s
         self.access_log = access_log
         self.http_metrics = metrics.HttpRecorder()
 
@@ -132,9 +138,18 @@ class RequestMiddleware:
         except _BodyTimeout:
             if not started:
                 await self._reject_slow(send_wrapper)
+        except ClientDisconnect:
+            # the client went away mid-body: its problem, not ours (no traceback, not a 500)
+            status = CLIENT_CLOSED_REQUEST
+            logger.info(
+                "client disconnected before its request body was complete: {} {} (request {})",
+                method,
+                printable(path),
+                request_id,
+            )
         except Exception as exc:
             logger.opt(exception=exc).error(
-                "unhandled error in {} {} (request {})", method, path, request_id
+                "unhandled error in {} {} (request {})", method, printable(path), request_id
             )
             if not started:
                 await internal_error_response(request_id)(scope, receive, send_wrapper)
@@ -173,47 +188,61 @@ class RequestMiddleware:
             {"max_body_bytes": limit},
         )
 
+    def _slow_message(self) -> str:
+        return (
+            f"request body not received in time (within {self.body_read_timeout_s:g} s, then at "
+            f"{self.body_min_rate_bytes_s:g} bytes/s or more)"
+        )
+
     async def _reject_slow(self, send: Send) -> None:
         await _refuse(
             send,
             408,
             "request_timeout",
-            f"request body not received within {self.body_read_timeout_s:g} s",
-            {"body_read_timeout_s": self.body_read_timeout_s},
+            self._slow_message(),
+            {
+                "body_read_timeout_s": self.body_read_timeout_s,
+                "body_min_rate_bytes_s": self.body_min_rate_bytes_s,
+            },
         )
 
     def _guarded(self, receive: Receive, *, limit: int, count: bool) -> Receive:
         """Bound the time the body takes to arrive (a slowloris trickling bytes gets a 408 and
         its connection closed) and, when `count` (a chunked body), its size.
 
-        The deadline is BODY_READ_TIMEOUT_S after the request's start, stretched in proportion for
-        upload routes whose limit is above MAX_BODY_BYTES (so the minimum average rate asked of
-        a client is the same on every route). Once the body is complete, later `receive` calls
-        (disconnect listeners) pass through untimed.
+        Two deadlines, the earlier wins. The total budget is BODY_READ_TIMEOUT_S after the
+        request's start, stretched in proportion for upload routes whose limit is above
+        MAX_BODY_BYTES (100 MB: 1,500 s). The rate floor: after a grace of BODY_READ_TIMEOUT_S,
+        byte n must have arrived by grace + n / BODY_MIN_RATE_BYTES_S, so a body trickled at
+        1 byte/s is cut soon after the grace, not after the whole budget. Once the body is
+        complete, later `receive` calls (disconnect listeners) pass through untimed.
         """
         seen = 0
         complete = False
         budget = self.body_read_timeout_s * max(1.0, limit / self.max_body_bytes)
-        deadline = asyncio.get_running_loop().time() + budget
+        start = asyncio.get_running_loop().time()
+        total_deadline = start + budget
+        grace_end = start + self.body_read_timeout_s
+        rate = self.body_min_rate_bytes_s
 
         async def wrapped() -> Message:
             nonlocal seen, complete
             if complete:
                 return await receive()
+            deadline = min(total_deadline, grace_end + seen / rate)
             try:
                 async with asyncio.timeout_at(deadline):
                     message = await receive()
             except TimeoutError:
                 raise _BodyTimeout(
-                    408, "request body not received in time", headers={"Connection": "close"}
+                    408, self._slow_message(), headers={"Connection": "close"}
                 ) from None
             if message["type"] != "http.request":
                 return message
             complete = not message.get("more_body", False)
-            if count:
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise _BodyTooLarge(413, f"request body larger than {limit} bytes")
+            seen += len(message.get("body", b""))
+            if count and seen > limit:
+                raise _BodyTooLarge(413, f"request body larger than {limit} bytes")
             return message
 
         return wrapped

@@ -81,6 +81,12 @@ class ReadyData(BaseModel):
     model_version: str | None
     model_alias: str
     broker: dict[str, Any] | None = None
+    reason: str | None = None
+    """When not ready: a code (`loading`, `registry_unreachable`, `model_version_refused`); the
+    detail is in the log."""
+    rate_limit: dict[str, Any] | None = None
+    """The rate limiter's storage: `shared` or `degraded` (its Redis is down, each process limits
+    on its own)."""
 
 
 class FeaturesUsed(BaseModel):

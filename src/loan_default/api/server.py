@@ -36,6 +36,7 @@ def prepare_multiprocess_dir(configured: str) -> Path:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from loan_default.api.protocol import protocol_factory
     from loan_default.core.logging import configure_logging
 
     settings = settings_or_report()
@@ -61,6 +62,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=10,
         # idle keep-alive sockets are closed; a slow body is cut by the middleware's deadline
         timeout_keep_alive=settings.http_keep_alive_timeout_s,
+        # httptools plus the head size / head time / connection limits (api/protocol.py)
+        http=protocol_factory(settings),
     )
     return 0
 

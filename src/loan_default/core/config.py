@@ -81,12 +81,33 @@ class Settings(BaseSettings):
     """`memory://` (per process) or `redis://host:port/db`, shared by every worker and pod."""
     rate_limit_key_prefix: str = "loan-default-rl"
     """Prefix of the rate-limit counters in shared storage (lets deployments share a Redis)."""
+    rate_limit_storage_timeout_s: float = Field(default=0.25, gt=0, le=10)
+    """Bound on one call to the shared rate-limit storage; past it (or on any error) the process
+    limits in its own memory and retries the storage every few seconds (a hung Redis must not
+    add seconds to every request)."""
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     """Requests with larger bodies are refused with 413 before they are parsed."""
     max_upload_bytes: int = Field(default=100_000_000, ge=1024)
     body_read_timeout_s: float = Field(default=30.0, gt=0)
     """A request body must arrive within this (408 and the connection closed otherwise), so slow
-    clients cannot hold connections; upload routes get it scaled by their larger size limit."""
+    clients cannot hold connections; upload routes get it scaled by their larger size limit, and
+    it is the grace period before BODY_MIN_RATE_BYTES_S applies."""
+    body_min_rate_bytes_s: int = Field(default=1000, ge=1)
+    """Rate floor of a body after the BODY_READ_TIMEOUT_S grace: its byte n must have arrived
+    n / this seconds after the grace ends (408 otherwise). Cuts a trickled upload long before its
+    total budget (1,500 s for 100 MB), while a slow but steady client keeps going."""
+    max_header_bytes: int = Field(default=16_384, ge=1024)
+    """Request line plus header names and values; larger heads get 431 before the rest is read
+    (the API needs well under 1 kB; proxies add a few headers)."""
+    header_read_timeout_s: float = Field(default=10.0, gt=0)
+    """The request line and headers must be complete this long after the connection opens (or
+    after a kept-alive connection starts its next request): 408 and closed otherwise."""
+    max_connections: int = Field(default=1000, ge=1)
+    """Open connections per worker process; a new one beyond this gets 503 and is closed at once,
+    before anything is read (bounds sockets and memory held by idle or slow clients)."""
+    max_error_detail_bytes: int = Field(default=65_536, ge=1024)
+    """Cap on a 422 answer's `detail` list (serialized bytes): beyond it the list is cut and
+    `detail_truncated` says how many errors were left out; `message` names the first fields."""
     http_keep_alive_timeout_s: int = Field(default=5, ge=1)
     """Idle keep-alive connections are closed after this many seconds (uvicorn)."""
     cors_origins: str = ""

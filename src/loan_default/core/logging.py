@@ -94,6 +94,14 @@ def configure_logging(settings: Settings, *, intercept_stdlib: bool = True) -> N
     _configured = key
 
 
+def printable(text: str) -> str:
+    """`text` with control characters backslash-escaped (CR, LF, ESC...), so a request path cannot
+    split a log line or drive a terminal. One `isprintable()` for the usual path."""
+    if text.isprintable():
+        return text
+    return text.encode("unicode_escape").decode("ascii")
+
+
 class AccessLog:
     """The one line per request. In production it is written straight to stderr as JSON (the same
     keys as `_json_sink`), skipping loguru's record building and frame inspection: ~55 us of a
@@ -121,6 +129,7 @@ class AccessLog:
     ) -> None:
         if not self.enabled:
             return
+        path = printable(path)
         message = f"{method} {path} {status} {latency_ms}ms"
         fields = {
             "request_id": request_id,
@@ -141,4 +150,7 @@ class AccessLog:
             }
             sys.stderr.write(orjson.dumps(line).decode() + "\n")
         else:
-            logger.info(message, **fields)
+            # bound fields, no format arguments: loguru formats a message only when it is given
+            # args or kwargs, so request data is never read as a format string (issue 11 #5:
+            # `{status:>30000000}` in a path wrote a 30 MB line, `{nope}` raised KeyError)
+            logger.bind(**fields).info(message)

@@ -98,6 +98,17 @@ HTTP_DURATION = Histogram(
     buckets=_HTTP_BUCKETS,
 )
 
+RATE_LIMIT_DEGRADED = Gauge(
+    "loan_rate_limit_degraded",
+    "1 while the shared rate-limit storage (Redis) is unavailable and this process limits on its "
+    "own in memory, else 0.",
+    multiprocess_mode="livemax",
+)
+RATE_LIMIT_STORAGE_ERRORS = Counter(
+    "loan_rate_limit_storage_errors_total",
+    "Failed or timed-out calls to the shared rate-limit storage.",
+)
+
 #: Paths whose requests are not counted in the HTTP metrics (scrapes and probes).
 UNMETERED_PATHS: Final = frozenset({"/metrics", "/healthz", "/readyz"})
 

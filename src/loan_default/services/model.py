@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -85,6 +86,9 @@ class ModelService:
         self._reload_lock = threading.Lock()
         self._listeners: list[Callable[[ModelBundle], None]] = []
         self.last_check_ok: bool | None = None
+        #: Why the last load failed, as a code for /readyz (`registry_unreachable`,
+        #: `model_version_refused`); the exception text goes to the log only, since /readyz is
+        #: unauthenticated and the text carries file paths and library internals.
         self.last_error: str | None = None
         #: A version refused as corrupt or incompatible: not downloaded again (nor logged again)
         #: on every poll while the alias stays on it; any other failure is retried.
@@ -95,6 +99,7 @@ class ModelService:
         """Service wired to the MLflow registry (import is lazy: mlflow is slow to import)."""
         from loan_default.registry.client import Registry
 
+        _warn_if_store_missing(settings.mlflow_tracking_uri)
         registry = Registry(settings)
         return cls(
             settings=settings,
@@ -184,11 +189,12 @@ class ModelService:
             except Exception as exc:
                 if self.last_check_ok is not False:
                     logger.warning(
-                        "model registry unreachable ({}); keeping the current model",
+                        "model registry unreachable ({}: {}); keeping the current model",
                         type(exc).__name__,
+                        exc,
                     )
                 self.last_check_ok = False
-                self.last_error = f"registry unreachable: {type(exc).__name__}"
+                self.last_error = "registry_unreachable"
                 return False
             if self.last_check_ok is False:
                 logger.info("model registry reachable again")
@@ -201,7 +207,7 @@ class ModelService:
             try:
                 bundle = self._load_version(version)
             except Exception as exc:
-                self.last_error = f"version {version} refused: {exc}"
+                self.last_error = "model_version_refused"
                 if isinstance(exc, ModelLoadError):
                     self.refused_version = version
                 logger.error(
@@ -248,3 +254,23 @@ class ModelService:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+
+
+def _warn_if_store_missing(tracking_uri: str) -> None:
+    """Warn loudly when the SQLite store file does not exist: MLflow would create an empty one.
+
+    Warn rather than refuse: a first deployment legitimately starts the API before anything is
+    trained (compose, `loan-default run`), and /readyz stays 503 (`alias_not_set`) until a model is
+    promoted. But a wrong working directory or a typo in MLFLOW_TRACKING_URI looks the same, so
+    the warning names the resolved path.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    path = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
+    if not path.exists():
+        logger.warning(
+            "MLflow store {} does not exist: an EMPTY store is created there and no model will "
+            "load until one is trained and promoted into it; check MLFLOW_TRACKING_URI and the "
+            "working directory",
+            path,
+        )

@@ -44,8 +44,14 @@ async def readyz(request: Request, service: ModelServiceDep, settings: SettingsD
             data["broker"] = await run_in_threadpool(batch.broker_status)
         except Exception as exc:  # the broker's own failure must not fail readiness
             data["broker"] = {"status": "error", "error": type(exc).__name__}
+    limiter = getattr(request.app.state, "limiter", None)
+    if limiter is not None:
+        data["rate_limit"] = limiter.status()
     if bundle is None:
-        data["last_error"] = service.last_error
+        # a code, never exception text: this route is anonymous (the log has the detail)
+        data["reason"] = service.last_error or (
+            "alias_not_set" if service.last_check_ok else "loading"
+        )
         return JSONBytes(
             {
                 "success": False,
@@ -57,3 +63,9 @@ async def readyz(request: Request, service: ModelServiceDep, settings: SettingsD
             status_code=503,
         )
     return JSONBytes({"success": True, "data": data, "message": f"serving model v{bundle.version}"})
+
+
+# Load balancers probe with HEAD: the same handlers, the body dropped by uvicorn. Kept out of the
+# OpenAPI document (one operation per probe, no duplicate operation ids).
+for _path, _handler in (("/healthz", healthz), ("/readyz", readyz)):
+    router.add_api_route(_path, _handler, methods=["HEAD"], include_in_schema=False)

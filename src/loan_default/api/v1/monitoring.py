@@ -45,3 +45,9 @@ async def prometheus_metrics(request: Request) -> Response:
         await run_in_threadpool(batch.collect_metrics)
     body = await run_in_threadpool(metrics.render)
     return Response(body, media_type=metrics.CONTENT_TYPE)
+
+
+# HEAD for load balancers and uptime checks, like the probes (api/v1/health.py)
+exposition_router.add_api_route(
+    "/metrics", prometheus_metrics, methods=["HEAD"], include_in_schema=False
+)
