@@ -23,7 +23,7 @@ import orjson
 import pytest
 
 from tests.api.conftest import Server, running, store_env
-from tests.conftest import TEST_API_KEY, queued_batch
+from tests.conftest import TEST_API_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,7 @@ with cf.ThreadPoolExecutor(n) as ex:
 @pytest.fixture(scope="module")
 def server(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     work = tmp_path_factory.mktemp("abuse")
-    env = store_env(trained_store, rate_limit_per_minute=1_000_000, **queued_batch())
+    env = store_env(trained_store, rate_limit_per_minute=1_000_000)
     with running(env, work) as srv:
         yield srv
 

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from tests.api.conftest import GOOD, Server, running, store_env
-from tests.conftest import TEST_API_KEY, queued_batch
+from tests.conftest import TEST_API_KEY
 from tests.hardening.fuzz import fuzz, fuzz_query, fuzz_stateful
 
 pytestmark = pytest.mark.integration
@@ -25,9 +25,7 @@ MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 def fuzz_server(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     work = tmp_path_factory.mktemp("fuzz")
     # a broker queue nobody consumes: submits are accepted (202) and queued, no worker needed
-    env = store_env(
-        trained_store, rate_limit_per_minute=1_000_000, batch_max_rows=50, **queued_batch()
-    )
+    env = store_env(trained_store, rate_limit_per_minute=1_000_000, batch_max_rows=50)
     with running(env, work) as server:
         yield server
 
