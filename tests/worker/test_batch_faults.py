@@ -11,6 +11,7 @@ import io
 import signal
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -238,7 +239,8 @@ def test_status_says_chunks_await_redelivery_after_a_whole_worker_sigkill(
         assert isinstance(waiting, dict), data
         assert data["status"] == "PROGRESS"
         assert waiting["chunks"] == len(begun)
-        assert killed_at < waiting["expected_at"] <= killed_at + visibility + 1
+        expected_at = datetime.fromisoformat(str(waiting["expected_at"])).timestamp()
+        assert killed_at < expected_at <= killed_at + visibility + 1
         assert "CELERY_VISIBILITY_TIMEOUT_S" in waiting["reason"]
         procs("worker", settings)
         done = wait_job(client, job, timeout=90)
