@@ -196,13 +196,16 @@ class ModelBundle:
         return self.score(build_matrix(raw))
 
     def score_one(self, employed: float, bank_balance: float, annual_salary: float) -> Scored:
-        """Single-row path: the kernel's functions on one row; no pandas, no DataFrame.
+        """Single-row path: the kernel's functions on one row; no pandas, no DataFrame."""
+        return self.score_row(feature_row(employed, bank_balance, annual_salary))
+
+    def score_row(self, row: list[float]) -> Scored:
+        """Score one feature row (`feature_row`'s output, FEATURE_NAMES order).
 
         The same ONNX call on a (1, 4) matrix and the same `_decide`, on the row's numpy scalar
         rather than a 1-element array (half the cost of the array ufuncs, the same values).
         """
-        x = np.array([feature_row(employed, bank_balance, annual_salary)], dtype=np.float32)
-        p, adverse, code = self._decide(self.raw_proba_onnx(x)[0])
+        p, adverse, code = self._decide(self.raw_proba_onnx(np.array([row], dtype=np.float32))[0])
         return Scored(float(p), int(adverse), RISK_LABELS[int(code)])
 
     def _decide(self, raw: Any) -> tuple[Any, Any, Any]:
