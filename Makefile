@@ -41,6 +41,9 @@ model: $(DATA) ## train + register + promote, unless a model is already promoted
 	fi
 
 run: model ## set up everything, train if needed, then serve the API (port 8005) and batch worker
+	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& (apt-get install -y -qq redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)); } \
+		|| { echo "make run starts a private Redis for the batch queue: install redis-server"; exit 1; }
 	$(BIN)/loan-default run
 
 serve: $(STAMP) ## the API only

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,33 @@ def free_port() -> int:
 
 def redis_url(db: int = 0) -> str:
     return f"redis://127.0.0.1:{os.environ.get('REDIS_PORT', '6379')}/{db}"
+
+
+def queued_batch(db: int = 6) -> dict[str, str]:
+    """Batch settings on the test Redis with a key prefix and queue of their own that no worker
+    consumes: a submit answers 202 and its tasks wait in the queue (HTTP-layer tests)."""
+    prefix = f"test-{uuid.uuid4().hex[:10]}:"
+    return {
+        "celery_broker_url": redis_url(db),
+        "batch_key_prefix": prefix,
+        "celery_queue": prefix + "q",
+    }
+
+
+class RecordingDispatcher:
+    """A `services.batch.Dispatcher` that records what would be published (in-process apps)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int]] = []
+
+    def dispatch(self, job_id: str, n_chunks: int) -> None:
+        self.sent.append((job_id, n_chunks))
+
+    def broker_status(self) -> dict[str, object]:
+        return {"type": "recording", "status": "ok", "queued_tasks": len(self.sent)}
+
+    def close(self) -> None:
+        return None
 
 
 def make_settings(store: Path, **overrides: object) -> Settings:

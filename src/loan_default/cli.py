@@ -9,14 +9,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from loan_default.core.config import Settings, settings_or_report
-
-
-def _settings() -> Settings:
-    settings = settings_or_report()
-    if settings is None:
-        raise SystemExit(2)
-    return settings
+from loan_default.core.config import settings_or_exit as _settings
 
 
 def _print_report(report: dict[str, object]) -> None:

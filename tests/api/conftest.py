@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import DATA_FILE, TEST_API_KEY, free_port
+from tests.conftest import DATA_FILE, TEST_API_KEY, free_port, queued_batch
 
 CLI = str(Path(sys.executable).parent / "loan-default")
 JSON_HEADERS = {"X-API-Key": TEST_API_KEY, "Content-Type": "application/json"}
@@ -31,6 +31,8 @@ def store_env(store: Path, **overrides: object) -> dict[str, str]:
             "MODEL_CACHE_DIR": str(store / "cache"),
             "DATA_PATH": str(DATA_FILE),
             "LOG_LEVEL": "INFO",
+            # batch submits are accepted (202) into a queue no worker consumes
+            **{k.upper(): v for k, v in queued_batch().items()},
         }
     )
     env.update({k.upper(): str(v) for k, v in overrides.items()})

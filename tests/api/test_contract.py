@@ -72,7 +72,7 @@ def test_predict_contract(api_server: Server, bundle: Any) -> None:
     assert 0 <= p <= 1
     card = bundle.card
     assert data["prediction"] == int(p >= card.threshold)
-    assert data["default_risk"] == card.risk_bands.label(p)
+    assert data["default_risk"] == bundle.score_one(1, 8754.36, 532339.56).default_risk
     assert data["features_used"] == pytest.approx(
         {**GOOD, "saving_rate": GOOD["bank_balance"] / GOOD["annual_salary"]}
     )
@@ -115,9 +115,9 @@ def test_model_info(api_server: Server) -> None:
     assert r.status_code == 200
     data = r.json()["data"]
     for key in (
-        "name",
-        "version",
-        "alias",
+        "model_name",
+        "model_version",
+        "model_alias",
         "model_type",
         "features",
         "engineered_features",
@@ -127,8 +127,8 @@ def test_model_info(api_server: Server) -> None:
         "test_metrics",
     ):
         assert key in data
-    assert data["version"] == "1"
-    assert data["alias"] == "production"
+    assert data["model_version"] == "1"
+    assert data["model_alias"] == "production"
     assert data["engineered_features"] == ["saving_rate"]
     assert "roc_auc" in data["test_metrics"]
 
@@ -156,7 +156,10 @@ def test_metrics_docs_openapi(api_server: Server) -> None:
         "http_request_duration_seconds_bucket",
     ):
         assert name in text, name
-    assert metric_value(text, "loan_model_info", {"version": "1", "alias": "production"}) == 1
+    assert (
+        metric_value(text, "loan_model_info", {"model_version": "1", "model_alias": "production"})
+        == 1
+    )
     assert (metric_value(text, "loan_predictions_total", {"status": "success"}) or 0) >= 1
     assert 'handler="/api/v1/predict"' in text
     assert 'handler="/metrics"' not in text

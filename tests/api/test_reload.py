@@ -67,8 +67,8 @@ def test_promotion_during_load(fresh_store: Path, tmp_path: Path) -> None:
         ready = httpx.get(f"{server.url}/readyz").json()["data"]
         assert ready["model_version"] == v2
         metrics = httpx.get(f"{server.url}/metrics").text
-        assert f'loan_model_info{{alias="production",version="{v2}"}} 1.0' in metrics
-        assert 'loan_model_info{alias="production",version="1"} 0.0' in metrics
+        assert f'loan_model_info{{model_alias="production",model_version="{v2}"}} 1.0' in metrics
+        assert 'loan_model_info{model_alias="production",model_version="1"} 0.0' in metrics
 
         # rollback moves the alias back, and the server follows
         registry.rollback()

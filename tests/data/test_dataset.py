@@ -100,13 +100,26 @@ def test_crlf_and_bom_are_accepted(tmp_path: Path) -> None:
             HEADER,
             "column 'Bank Balance': 1 rows are empty/NaN",
         ),
-        (["1,1,-5,532339.56,0", *GOOD_ROWS], HEADER, "column 'Bank Balance': 1 rows are negative"),
+        (
+            ["1,1,-5,532339.56,0", *GOOD_ROWS],
+            HEADER,
+            "column 'Bank Balance': 1 rows break: bank_balance must be a number >= 0",
+        ),
         (
             ["1,1,5,0,0", "2,1,5,-3,1", *GOOD_ROWS],
             HEADER,
-            "column 'Annual Salary': 2 rows are < 1",
+            "column 'Annual Salary': 2 rows break: annual_salary must be a number >= 1",
         ),
-        (["1,2,5,10,0", *GOOD_ROWS], HEADER, "column 'Employed': 1 rows are not 0 or 1"),
+        (
+            ["1,2,5,10,0", *GOOD_ROWS],
+            HEADER,
+            "column 'Employed': 1 rows break: employed must be an integer >= 0 and <= 1",
+        ),
+        (
+            ["1,1,2e12,10,0", *GOOD_ROWS],
+            HEADER,
+            "column 'Bank Balance': 1 rows break: bank_balance must be a number >= 0 and <= 1e+12",
+        ),
         (["1,1,5,10,0.5", *GOOD_ROWS], HEADER, "column 'Defaulted?': 1 rows are not 0 or 1"),
         (["1,1,inf,10,0", *GOOD_ROWS], HEADER, "column 'Bank Balance': 1 rows are infinite"),
         (

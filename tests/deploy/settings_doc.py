@@ -45,7 +45,6 @@ FALLBACK: dict[str, str] = {
     "drift_psi_threshold": "PSI above which a feature counts as drifted.",
     "drift_interval_s": "Seconds between PSI computations (off the request path).",
     "celery_result_backend": "Celery result backend; empty follows the broker.",
-    "celery_data_dir": "Directory of the embedded broker (used when CELERY_BROKER_URL is empty).",
     "batch_file_max_rows": "Most rows in one uploaded CSV.",
     "batch_chunk_size": "Rows per Celery chunk task.",
     "batch_result_ttl_s": "Seconds job records and results are kept.",

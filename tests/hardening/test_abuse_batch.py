@@ -55,7 +55,7 @@ with cf.ThreadPoolExecutor(n) as ex:
 @pytest.fixture(scope="module")
 def server(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     work = tmp_path_factory.mktemp("abuse")
-    env = store_env(trained_store, rate_limit_per_minute=1_000_000, celery_data_dir=work / "celery")
+    env = store_env(trained_store, rate_limit_per_minute=1_000_000)
     with running(env, work) as srv:
         yield srv
 

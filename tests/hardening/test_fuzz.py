@@ -24,13 +24,8 @@ MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 @pytest.fixture(scope="module")
 def fuzz_server(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     work = tmp_path_factory.mktemp("fuzz")
-    # embedded broker and job dir in tmp: submits are accepted (202) and queued, no worker needed
-    env = store_env(
-        trained_store,
-        rate_limit_per_minute=1_000_000,
-        celery_data_dir=work / "celery",
-        batch_max_rows=50,
-    )
+    # a broker queue nobody consumes: submits are accepted (202) and queued, no worker needed
+    env = store_env(trained_store, rate_limit_per_minute=1_000_000, batch_max_rows=50)
     with running(env, work) as server:
         yield server
 

@@ -147,12 +147,12 @@ def test_bad_versions_are_refused(fresh_store: Path, tmp_path: Path) -> None:
         # nothing half-swapped while the bad versions were refused: card, gauge and drift
         # reference all moved together to the good version only
         info = httpx.get(f"{server.url}/api/v1/model/info", headers=JSON_HEADERS).json()["data"]
-        assert info["version"] == fixed
+        assert info["model_version"] == fixed
         assert info["features"] == info_before["data"]["features"]
         text = httpx.get(f"{server.url}/metrics").text
-        assert metric_value(text, "loan_model_info", {"version": fixed}) == 1.0
+        assert metric_value(text, "loan_model_info", {"model_version": fixed}) == 1.0
         for bad in ("2", "3"):
-            assert metric_value(text, "loan_model_info", {"version": bad}) is None
+            assert metric_value(text, "loan_model_info", {"model_version": bad}) is None
         drift = httpx.get(f"{server.url}/api/v1/monitoring/drift", headers=JSON_HEADERS).json()
         assert drift["data"]["reference_model_version"] == fixed
         assert "Traceback" not in server.logs()

@@ -20,12 +20,6 @@ from loan_default.services.drift import bin_proportions, psi
 
 pytestmark = pytest.mark.unit
 
-BOUNDS = [  # the ranges of PredictionRequest (tests/worker checks the API derives the same)
-    bs.FieldBounds("employed", ge=0, le=1, integer=True),
-    bs.FieldBounds("bank_balance", ge=0, le=1e12),
-    bs.FieldBounds("annual_salary", gt=0, le=1e12),
-]
-
 
 # --- PSI -------------------------------------------------------------------------------------
 @st.composite
@@ -81,7 +75,7 @@ def test_bin_proportions_is_a_distribution(values: list[float]) -> None:
 valid_row = st.tuples(
     st.integers(0, 1),
     st.floats(0, 1e12, allow_nan=False),
-    st.floats(1e-3, 1e12, allow_nan=False),
+    st.floats(1, 1e12, allow_nan=False),  # the row contract: salary >= 1
 )
 bad_cell = st.sampled_from(
     [
@@ -123,7 +117,7 @@ def test_valid_files_round_trip_exactly(
     lines = [
         [[str(e), repr(b), repr(s), f"L{n}"][i] for i in order] for n, (e, b, s) in enumerate(rows)
     ]
-    parsed = bs.parse_csv(_render(header, lines), bounds=BOUNDS, max_rows=100, on_error="reject")
+    parsed = bs.parse_csv(_render(header, lines), max_rows=100, on_error="reject")
     assert parsed.raw.tolist() == [[float(e), b, s] for e, b, s in rows]
     assert parsed.table.column("loan_id").to_pylist() == [f"L{n}" for n in range(len(rows))]
     assert parsed.bad_rows == 0
@@ -148,10 +142,10 @@ def test_bad_rows_are_reported_by_number_and_skipped_or_rejected(
     data = _render(list(NAMINGS[0]), lines)
 
     with pytest.raises(InvalidInput) as err:
-        bs.parse_csv(data, bounds=BOUNDS, max_rows=100, on_error="reject")
+        bs.parse_csv(data, max_rows=100, on_error="reject")
     assert err.value.detail["bad_rows"] == len(broken)
 
-    parsed = bs.parse_csv(data, bounds=BOUNDS, max_rows=100, on_error="skip")
+    parsed = bs.parse_csv(data, max_rows=100, on_error="skip")
     assert parsed.bad_rows == len(broken)
     assert parsed.source_rows == len(rows)
     reported = {(e["row"], e["field"]) for e in parsed.row_errors}
@@ -168,7 +162,7 @@ def test_bad_rows_are_reported_by_number_and_skipped_or_rejected(
 def test_arbitrary_bytes_parse_or_are_refused_as_invalid_input(data: bytes) -> None:
     """Whatever is uploaded, the parser answers with rows or InvalidInput (a 422), never crashes."""
     try:
-        parsed = bs.parse_csv(data, bounds=BOUNDS, max_rows=50, on_error="skip")
+        parsed = bs.parse_csv(data, max_rows=50, on_error="skip")
     except InvalidInput:
         return
     assert parsed.raw.shape[1] == 3
@@ -206,7 +200,7 @@ def test_json_shape_counts_the_items_an_actual_parser_sees(
 ) -> None:
     import json
 
-    from loan_default.services.batch_input import json_shape
+    from loan_default.services.batch.csv_input import json_shape
 
     doc = {**{k: v for k, v in extra.items() if k != "predictions"}, "predictions": items}
     body = json.dumps(doc, ensure_ascii=ascii_only, indent=indent).encode()
@@ -228,7 +222,7 @@ FEATURE_PAIRS = [("employed", "1"), ("bank_balance", "5.5"), ("annual_salary", "
 def test_a_repeated_feature_key_is_found_exactly(
     n: int, repeat: tuple[int, int] | None, note: str, escape_key: bool
 ) -> None:
-    from loan_default.services.batch_input import duplicate_feature_key
+    from loan_default.services.batch.csv_input import duplicate_feature_key
 
     items = []
     for i in range(n):
@@ -247,21 +241,21 @@ def test_a_repeated_feature_key_is_found_exactly(
 # --- CSV uploads through the real route: cells, headers, encodings ----------------------------
 @pytest.fixture(scope="module")
 def upload_client(trained_store, tmp_path_factory):  # type: ignore[no-untyped-def]
-    """The real app in-process (embedded broker and job dir in tmp: a 202 queues, no worker)."""
+    """The real app in-process (the Redis job store, a recording dispatcher: a 202 queues)."""
     from fastapi.testclient import TestClient
 
     from loan_default.api.app import create_app
-    from tests.conftest import TEST_API_KEY, make_settings
+    from tests.conftest import TEST_API_KEY, RecordingDispatcher, make_settings, queued_batch
 
-    work = tmp_path_factory.mktemp("csv-fuzz")
     app = create_app(
         make_settings(
             trained_store,
-            celery_data_dir=str(work / "celery"),
             rate_limit_per_minute=1_000_000,
             batch_csv_max_columns=64,
             batch_csv_max_header_bytes=2048,
-        )
+            **queued_batch(),
+        ),
+        dispatcher=RecordingDispatcher(),
     )
     with TestClient(app, raise_server_exceptions=False) as client:
         client.headers["X-API-Key"] = TEST_API_KEY

@@ -17,7 +17,13 @@ from loan_default.api.app import create_app
 from loan_default.core.config import Settings
 from loan_default.services.model import ModelService
 from tests.api.conftest import GOOD, running, store_env
-from tests.conftest import REPO_ROOT, TEST_API_KEY, make_settings
+from tests.conftest import (
+    REPO_ROOT,
+    TEST_API_KEY,
+    RecordingDispatcher,
+    make_settings,
+    queued_batch,
+)
 
 BIN = Path(sys.executable).parent
 AUDIT_IGNORE = REPO_ROOT / ".ci" / "pip-audit-ignore.txt"
@@ -157,7 +163,11 @@ def test_no_secret_in_tracked_files() -> None:
 
 # --- in-process app: CORS and headers --------------------------------------------------
 def _app(settings: Settings, bundle: Any) -> Any:
-    return create_app(settings, model_service=ModelService(settings=settings, bundle=bundle))
+    return create_app(
+        settings,
+        model_service=ModelService(settings=settings, bundle=bundle),
+        dispatcher=RecordingDispatcher(),
+    )
 
 
 def _requests(app: Any, calls: list[tuple[str, str, dict[str, Any]]]) -> list[httpx.Response]:
@@ -191,7 +201,7 @@ def _post(origin: str) -> tuple[str, str, dict[str, Any]]:
 
 @pytest.mark.integration
 def test_cors_closed_unless_configured(trained_store: Path, tmp_path: Path, bundle: Any) -> None:
-    settings = make_settings(trained_store, celery_data_dir=str(tmp_path / "celery"))
+    settings = make_settings(trained_store, **queued_batch())
     assert settings.cors_origins == ""
     pre, post = _requests(
         _app(settings, bundle), [_preflight("https://evil.example"), _post("https://evil.example")]
@@ -207,9 +217,7 @@ def test_cors_open_to_configured_origins_only(
     trained_store: Path, tmp_path: Path, bundle: Any
 ) -> None:
     ok = "https://app.example"
-    settings = make_settings(
-        trained_store, celery_data_dir=str(tmp_path / "celery"), cors_origins=ok
-    )
+    settings = make_settings(trained_store, cors_origins=ok, **queued_batch())
     pre_ok, post_ok, pre_bad, post_bad = _requests(
         _app(settings, bundle),
         [
@@ -233,7 +241,7 @@ def test_cors_open_to_configured_origins_only(
 def test_security_headers_on_every_kind_of_answer(
     trained_store: Path, tmp_path: Path, bundle: Any
 ) -> None:
-    settings = make_settings(trained_store, celery_data_dir=str(tmp_path / "celery"))
+    settings = make_settings(trained_store, **queued_batch())
     key = {"X-API-Key": TEST_API_KEY}
     responses = _requests(
         _app(settings, bundle),
@@ -272,7 +280,6 @@ def test_keys_only_in_header_hashed_keys_and_no_key_in_logs(
         api_keys="",
         api_key_hashes=f"{'0' * 64},{digest.upper()}",
         rate_limit_per_minute=1_000_000,
-        celery_data_dir=tmp_path / "celery",
     )
     assert secret not in json.dumps(env)
     with running(env, tmp_path / "srv") as server, server.client() as client:
@@ -307,7 +314,7 @@ def test_keys_only_in_header_hashed_keys_and_no_key_in_logs(
 # --- inputs the contract fuzz found answering 500 (kept as regressions) -----------------------
 @pytest.mark.integration
 def test_fuzz_findings_answer_4xx_or_200(trained_store: Path, tmp_path: Path, bundle: Any) -> None:
-    settings = make_settings(trained_store, celery_data_dir=str(tmp_path / "celery"))
+    settings = make_settings(trained_store, **queued_batch())
     key = {"X-API-Key": TEST_API_KEY}
     # a positive salary so small that saving_rate overflowed (500 from explain, null from
     # predict) is refused; the extreme accepted values score, saving_rate finite

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
+from loan_default.features import band_edges, build_matrix, risk_codes, risk_labels
 from loan_default.model.bundle import (
     BOOSTER_FILE,
     CARD_FILE,
@@ -34,12 +35,16 @@ def test_roundtrip_and_scoring_paths_agree(bundle_dir: Path) -> None:
     b = ModelBundle.load(bundle_dir, version="7")
     assert b.version == "7"
     raw = np.array([[1, 8754.36, 532339.56], [0, 25000, 40000], [1, 0, 1]])
-    p, pred = b.score_raw(raw)
+    s = b.score_raw(raw)
     for i, row in enumerate(raw):
         one = b.score_one(*row)
-        assert one.probability == pytest.approx(p[i], abs=2e-6)
-        assert one.prediction == pred[i]
-        assert one.default_risk == b.risk_labels(p)[i]
+        # One kernel: a row scored alone equals the same row inside a matrix, bit for bit.
+        assert one.probability == s.probability[i]
+        assert one.prediction == s.prediction[i]
+        assert one.default_risk == s.default_risk[i]
+    # ...and the kernel's ONNX probabilities stay within the parity tolerance of XGBoost's.
+    xgb_p = b.card.calibration.apply(b.raw_proba_xgb(build_matrix(raw)))
+    assert np.max(np.abs(xgb_p - s.probability)) < 2e-6
     contrib = b.contributions(0, 25000, 40000)
     margin = float(
         b.booster.predict(
@@ -92,14 +97,11 @@ def test_card_with_other_features_is_refused(bundle_dir: Path) -> None:
 @pytest.mark.unit
 def test_risk_bands() -> None:
     bands = RiskBands(medium=0.3, high=0.7)
-    assert [bands.label(p) for p in (0.0, 0.299, 0.3, 0.69, 0.7, 1.0)] == [
-        "Low",
-        "Low",
-        "Medium",
-        "Medium",
-        "High",
-        "High",
-    ]
+    p = np.array([0.0, 0.299, 0.3, 0.69, 0.7, 1.0])
+    codes = risk_codes(p, band_edges(medium=bands.medium, high=bands.high))
+    assert risk_labels(codes).tolist() == ["Low", "Low", "Medium", "Medium", "High", "High"]
+    with pytest.raises(ValueError, match="medium < high"):
+        RiskBands(medium=0.7, high=0.3)
 
 
 def test_copy_is_independent(bundle_dir: Path, tmp_path: Path) -> None:

@@ -37,8 +37,8 @@ def test_record_batch_and_model_info() -> None:
     assert _value("loan_predictions_total", {"prediction_type": "batch", "status": "success"}) >= 10
     metrics.set_model_info(version="t3", alias="production")
     metrics.set_model_info(version="t4", alias="production", previous="t3")
-    assert _value("loan_model_info", {"version": "t3", "alias": "production"}) == 0
-    assert _value("loan_model_info", {"version": "t4", "alias": "production"}) == 1
+    assert _value("loan_model_info", {"model_version": "t3", "model_alias": "production"}) == 0
+    assert _value("loan_model_info", {"model_version": "t4", "model_alias": "production"}) == 1
     text = metrics.render().decode()
     assert "loan_model_drift_detected" in text
     assert "http_requests_total" in text

@@ -134,8 +134,8 @@ def test_rejected_file_registers_nothing(
     monkeypatch.setenv("API_KEYS", "k")
     assert cli_main(["train", "--data", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert "column 'Employed': 1 rows are not 0 or 1" in err
-    assert "column 'Annual Salary': 1 rows are < 1" in err
+    assert "column 'Employed': 1 rows break: employed must be an integer" in err
+    assert "column 'Annual Salary': 1 rows break: annual_salary must be a number >= 1" in err
     runs_after = client.search_runs([client.get_experiment_by_name("loan-default").experiment_id])
     assert len(runs_after) == runs_before
     assert all(r.info.status == "FINISHED" for r in runs_after)
@@ -166,7 +166,7 @@ def test_gate_logic_both_ways(bundle) -> None:  # type: ignore[no-untyped-def]
             [rng.integers(0, 2, 400), rng.uniform(0, 30000, 400), rng.uniform(10000, 700000, 400)]
         )
     )
-    p, _ = bundle.score_matrix(x)
+    p = bundle.score(x).probability
     y = (rng.random(400) < p).astype(int)
     from loan_default.training.metrics import evaluate
 

@@ -33,7 +33,6 @@ def batch_settings(store: Path, tmp: Path, **overrides: Any) -> Settings:
         "celery_broker_url": redis_url(5),
         "batch_key_prefix": prefix,
         "celery_queue": prefix + "q",
-        "celery_data_dir": str(tmp / "celery"),
         "rate_limit_per_minute": 100_000,
         "model_reload_interval_s": 3600.0,
     }

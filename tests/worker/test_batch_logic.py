@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from loan_default.core.clock import utc_iso
 from loan_default.core.config import Settings
-from loan_default.core.errors import InvalidInput, NotFound
+from loan_default.core.errors import InvalidInput, NotFound, ServiceUnavailable
 from loan_default.services import batch as bs
 from loan_default.services.model import ModelService
-from tests.conftest import make_settings
-from tests.worker.conftest import csv_bytes
+from tests.conftest import make_settings, redis_url
+from tests.worker.conftest import csv_bytes, unique_prefix
 
 OWNER = "key-id-of-a"
-BOUNDS = [
-    bs.FieldBounds("employed", ge=0, le=1, integer=True),
-    bs.FieldBounds("bank_balance", ge=0, le=1e12),
-    bs.FieldBounds("annual_salary", gt=0, le=1e12),
-]
 
 
 def _rows(n: int, seed: int = 0) -> np.ndarray:
@@ -53,13 +50,27 @@ def model(bundle: Any, trained_settings: Settings) -> ModelService:
     return ModelService(settings=trained_settings, bundle=bundle)
 
 
+@pytest.fixture
+def store() -> Iterator[bs.RedisJobStore]:
+    """The production job store on the test Redis, under a key prefix of this test's own."""
+    s = bs.RedisJobStore(redis_url(4), prefix=unique_prefix())
+    yield s
+    keys = list(s.client.scan_iter(match=s.prefix + "*", count=1000))
+    if keys:
+        s.client.delete(*keys)
+    s.close()
+
+
 def _service(
-    tmp_path: Path, model: ModelService, trained_store: Path, **kw: Any
+    store: bs.RedisJobStore, model: ModelService, trained_store: Path, **kw: Any
 ) -> tuple[bs.BatchService, InlineDispatcher]:
-    settings = make_settings(trained_store, celery_data_dir=str(tmp_path / "c"), **kw)
-    store = bs.FileJobStore(tmp_path / "c")
+    settings = make_settings(trained_store, **kw)
     dispatcher = InlineDispatcher(store, model)
     return bs.BatchService(settings=settings, store=store, dispatcher=dispatcher), dispatcher
+
+
+def _overwrite_record(store: bs.RedisJobStore, rec: bs.JobRecord) -> None:
+    store.client.set(store._k(rec.job_id, "rec"), rec.model_dump_json())
 
 
 # --- parsing -----------------------------------------------------------------------------------
@@ -71,7 +82,6 @@ def test_parse_csv_accepts_both_namings_and_keeps_extra_columns() -> None:
     ):
         parsed = bs.parse_csv(
             csv_bytes([(7, 1, 100.5, 2000), (8, 0, 0, 1.5)], header),
-            bounds=BOUNDS,
             max_rows=10,
             on_error="reject",
         )
@@ -87,7 +97,7 @@ def test_parse_csv_reports_bad_rows_by_number_and_reason() -> None:
         "Employed,Bank Balance,Annual Salary",
     )
     with pytest.raises(InvalidInput) as err:
-        bs.parse_csv(data, bounds=BOUNDS, max_rows=100, on_error="reject")
+        bs.parse_csv(data, max_rows=100, on_error="reject")
     detail = err.value.detail
     assert detail["bad_rows"] == 5
     by_row = {(e["row"], e["field"]) for e in detail["rows"]}
@@ -98,7 +108,7 @@ def test_parse_csv_reports_bad_rows_by_number_and_reason() -> None:
         (5, "annual_salary"),
         (6, "bank_balance"),
     }
-    skipped = bs.parse_csv(data, bounds=BOUNDS, max_rows=100, on_error="skip")
+    skipped = bs.parse_csv(data, max_rows=100, on_error="skip")
     assert skipped.raw.tolist() == [[1, 100, 2000]]
     assert skipped.bad_rows == 5
     assert skipped.source_rows == 6
@@ -116,7 +126,7 @@ def test_parse_csv_reports_bad_rows_by_number_and_reason() -> None:
 )
 def test_parse_csv_refuses_unusable_files(data: bytes, needle: str) -> None:
     with pytest.raises(InvalidInput) as err:
-        bs.parse_csv(data, bounds=BOUNDS, max_rows=10, on_error="reject")
+        bs.parse_csv(data, max_rows=10, on_error="reject")
     assert needle in err.value.message
 
 
@@ -134,15 +144,17 @@ def test_job_state_derives_status_progress_and_versions() -> None:
     assert bs.JobState(rec, {0: "100:3"}, "boom").status == "FAILURE"
 
 
-@pytest.mark.unit
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "job_id", ["", "x", "../../etc", "00000000-0000-0000-0000-00000000000g", "a" * 36]
 )
-def test_malformed_ids_are_not_found(tmp_path: Path, job_id: str, trained_store: Path) -> None:
+def test_malformed_ids_are_not_found(
+    store: bs.RedisJobStore, job_id: str, trained_store: Path
+) -> None:
     settings = make_settings(trained_store)
     svc = bs.BatchService(
         settings=settings,
-        store=bs.FileJobStore(tmp_path),
+        store=store,
         dispatcher=InlineDispatcher.__new__(InlineDispatcher),
     )
     with pytest.raises(NotFound):
@@ -150,11 +162,11 @@ def test_malformed_ids_are_not_found(tmp_path: Path, job_id: str, trained_store:
 
 
 # --- end to end through the service (inline dispatch) -----------------------------------------
-@pytest.mark.unit
+@pytest.mark.integration
 def test_batch_items_equal_single_predictions(
-    tmp_path: Path, model: ModelService, trained_store: Path
+    store: bs.RedisJobStore, model: ModelService, trained_store: Path
 ) -> None:
-    svc, _ = _service(tmp_path, model, trained_store)
+    svc, _ = _service(store, model, trained_store)
     raw = _rows(500)
     raw[0] = [1, 0.0, 1.0]
     raw[1] = [0, 123456.78, 0.01]
@@ -168,11 +180,11 @@ def test_batch_items_equal_single_predictions(
         assert item == single
 
 
-@pytest.mark.unit
+@pytest.mark.integration
 def test_chunks_page_and_csv_keep_input_order_when_scored_twice(
-    tmp_path: Path, model: ModelService, trained_store: Path
+    store: bs.RedisJobStore, model: ModelService, trained_store: Path
 ) -> None:
-    svc, dispatcher = _service(tmp_path, model, trained_store, batch_chunk_size=100)
+    svc, dispatcher = _service(store, model, trained_store, batch_chunk_size=100)
     dispatcher.repeat = 2  # at-least-once: every chunk delivered twice
     raw = _rows(1234, seed=1)
     sub = svc.submit_rows(owner=OWNER, raw=raw)
@@ -198,15 +210,15 @@ def test_chunks_page_and_csv_keep_input_order_when_scored_twice(
     assert [r["default_risk"] for r in rows] == [x["default_risk"] for x in full]
 
 
-@pytest.mark.unit
+@pytest.mark.integration
 def test_file_job_carries_extra_columns_and_skips_bad_rows(
-    tmp_path: Path, model: ModelService, trained_store: Path
+    store: bs.RedisJobStore, model: ModelService, trained_store: Path
 ) -> None:
-    svc, _ = _service(tmp_path, model, trained_store, batch_chunk_size=100)
+    svc, _ = _service(store, model, trained_store, batch_chunk_size=100)
     rows = [(f"L{i}", i % 2, 100.0 * i, 1000 + i) for i in range(250)]
     rows[17] = ("L17", 1, -1, 1000)
     data = csv_bytes(rows, "loan_id,Employed,Bank Balance,Annual Salary")
-    parsed = bs.parse_csv(data, bounds=BOUNDS, max_rows=1000, on_error="skip")
+    parsed = bs.parse_csv(data, max_rows=1000, on_error="skip")
     sub = svc.submit_file(owner=OWNER, parsed=parsed, digest="d")
     assert sub.total == 249
     assert sub.skipped == 1
@@ -226,11 +238,11 @@ def test_file_job_carries_extra_columns_and_skips_bad_rows(
     }
 
 
-@pytest.mark.unit
+@pytest.mark.integration
 def test_idempotency_key_returns_the_same_job(
-    tmp_path: Path, model: ModelService, trained_store: Path
+    store: bs.RedisJobStore, model: ModelService, trained_store: Path
 ) -> None:
-    svc, dispatcher = _service(tmp_path, model, trained_store)
+    svc, dispatcher = _service(store, model, trained_store)
     raw = _rows(10)
     first = svc.submit_rows(owner=OWNER, raw=raw, idempotency_key="k1")
     again = svc.submit_rows(owner=OWNER, raw=raw, idempotency_key="k1")
@@ -242,47 +254,47 @@ def test_idempotency_key_returns_the_same_job(
     assert svc.submit_rows(owner=OWNER, raw=raw, idempotency_key="k2").job_id != first.job_id
 
 
-@pytest.mark.unit
+@pytest.mark.integration
 def test_failed_dispatch_leaves_no_job_and_frees_the_key(
-    tmp_path: Path, model: ModelService, trained_store: Path
+    store: bs.RedisJobStore, model: ModelService, trained_store: Path
 ) -> None:
-    svc, _ = _service(tmp_path, model, trained_store)
+    svc, _ = _service(store, model, trained_store)
 
     class Down:
         def dispatch(self, job_id: str, n_chunks: int) -> None:
             raise ConnectionError("broker down")
 
     svc.dispatcher = Down()
-    with pytest.raises(bs.ServiceUnavailable):
+    with pytest.raises(ServiceUnavailable):
         svc.submit_rows(owner=OWNER, raw=_rows(5), idempotency_key="k")
-    assert list((tmp_path / "c" / "jobs").iterdir()) == []
+    assert list(store.client.scan_iter(match=store.prefix + "*")) == []
     assert (
         svc.store.claim(__import__("hashlib").sha256(b"k").hexdigest(), "x:y", 60) is None
     )  # the key was released
 
 
-@pytest.mark.unit
+@pytest.mark.integration
 def test_expired_jobs_are_not_found(
-    tmp_path: Path, model: ModelService, trained_store: Path
+    store: bs.RedisJobStore, model: ModelService, trained_store: Path
 ) -> None:
-    svc, _ = _service(tmp_path, model, trained_store)
+    svc, _ = _service(store, model, trained_store)
     sub = svc.submit_rows(owner=OWNER, raw=_rows(5))
     rec = svc.store.record(sub.job_id)
     assert rec is not None
     rec.expires_at = 0
-    (tmp_path / "c" / "jobs" / sub.job_id / "record.json").write_text(rec.model_dump_json())
+    store.client.delete(store._k(sub.job_id, "rec"))  # Redis expired the record
     with pytest.raises(NotFound):
         svc.status(sub.job_id, owner=OWNER)
 
 
 # --- issue 11: ownership, formula escaping, the one row contract, redelivery ---------------------
-@pytest.mark.unit
+@pytest.mark.integration
 def test_jobs_belong_to_the_key_that_submitted_them(
-    tmp_path: Path, model: ModelService, trained_store: Path
+    store: bs.RedisJobStore, model: ModelService, trained_store: Path
 ) -> None:
     """Another key gets the very 404 of an unknown id (no existence oracle); so do jobs written
     before owners were recorded (no owner), for every key."""
-    svc, _ = _service(tmp_path, model, trained_store)
+    svc, _ = _service(store, model, trained_store)
     sub = svc.submit_rows(owner=OWNER, raw=_rows(5))
     assert svc.status(sub.job_id, owner=OWNER)["status"] == "SUCCESS"
     unknown = "00000000-0000-4000-8000-000000000000"
@@ -298,7 +310,7 @@ def test_jobs_belong_to_the_key_that_submitted_them(
     legacy = svc.store.record(sub.job_id)
     assert legacy is not None
     legacy.owner = None
-    (tmp_path / "c" / "jobs" / sub.job_id / "record.json").write_text(legacy.model_dump_json())
+    _overwrite_record(store, legacy)
     with pytest.raises(NotFound):
         svc.status(sub.job_id, owner=OWNER)
 
@@ -306,12 +318,12 @@ def test_jobs_belong_to_the_key_that_submitted_them(
 FORMULAS = ['=HYPERLINK("http://x","y")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "\nx"]
 
 
-@pytest.mark.unit
+@pytest.mark.integration
 @pytest.mark.parametrize("escape", [True, False])
 def test_results_csv_neutralises_formulas_in_echoed_text_only(
-    tmp_path: Path, model: ModelService, trained_store: Path, escape: bool
+    store: bs.RedisJobStore, model: ModelService, trained_store: Path, escape: bool
 ) -> None:
-    svc, _ = _service(tmp_path, model, trained_store)
+    svc, _ = _service(store, model, trained_store)
 
     class Escaping(InlineDispatcher):
         def dispatch(self, job_id: str, n_chunks: int) -> None:
@@ -330,7 +342,7 @@ def test_results_csv_neutralises_formulas_in_echoed_text_only(
     w.writerow(["note", "=HEAD", "delta", "Employed", "Bank Balance", "Annual Salary"])
     for i, text in enumerate(FORMULAS):
         w.writerow([text, "plain", -0.5 - i, 1, 0, 5000 + i])
-    parsed = bs.parse_csv(out.getvalue().encode(), bounds=BOUNDS, max_rows=100, on_error="reject")
+    parsed = bs.parse_csv(out.getvalue().encode(), max_rows=100, on_error="reject")
     sub = svc.submit_file(owner=OWNER, parsed=parsed, digest="d")
     body = b"".join(svc.csv_chunks(sub.job_id, owner=OWNER)).decode()
     rows = list(csv.reader(io.StringIO(body, newline="")))
@@ -375,7 +387,7 @@ def test_csv_refuses_what_json_refuses(field: str, cell: str, bundle: Any) -> No
     cells = f'{row["employed"]},{row["bank_balance"]},"{row["annual_salary"]}"'
     data = f"employed,bank_balance,annual_salary\n{cells}\n"
     with pytest.raises(InvalidInput) as err:
-        bs.parse_csv(data.encode(), bounds=BOUNDS, max_rows=10, on_error="reject")
+        bs.parse_csv(data.encode(), max_rows=10, on_error="reject")
     assert {e["field"] for e in err.value.detail["rows"]} == {field}
     as_json = "{" + ", ".join(f'"{k}": {v}' for k, v in row.items()) + "}"
     with pytest.raises(ValidationError) as jerr:
@@ -387,7 +399,7 @@ def test_csv_refuses_what_json_refuses(field: str, cell: str, bundle: Any) -> No
 @pytest.mark.unit
 def test_csv_accepts_what_json_accepts() -> None:
     data = b"employed,bank_balance,annual_salary\n 1 ,-0,1E3\n0,1.5e2, 2.25 \n-0,0,1\n"
-    parsed = bs.parse_csv(data, bounds=BOUNDS, max_rows=10, on_error="reject")
+    parsed = bs.parse_csv(data, max_rows=10, on_error="reject")
     assert parsed.raw.tolist() == [[1, 0, 1000], [0, 150, 2.25], [0, 0, 1]]
 
 
@@ -395,18 +407,15 @@ def test_csv_accepts_what_json_accepts() -> None:
 def test_a_repeated_feature_column_is_refused_by_name() -> None:
     data = b"Employed,employed,bank_balance,annual_salary\n1,0,5,100\n"
     with pytest.raises(InvalidInput) as err:
-        bs.parse_csv(data, bounds=BOUNDS, max_rows=10, on_error="reject")
+        bs.parse_csv(data, max_rows=10, on_error="reject")
     assert err.value.detail["duplicate"] == "employed"
 
 
-@pytest.mark.unit
+@pytest.mark.integration
 def test_status_reports_chunks_begun_by_a_worker_that_stopped(
-    tmp_path: Path, model: ModelService, trained_store: Path
+    store: bs.RedisJobStore, model: ModelService, trained_store: Path
 ) -> None:
-    settings = make_settings(
-        trained_store, celery_data_dir=str(tmp_path / "c"), batch_chunk_size=100
-    )
-    store = bs.FileJobStore(tmp_path / "c")
+    settings = make_settings(trained_store, batch_chunk_size=100)
 
     class Nothing:
         def dispatch(self, job_id: str, n_chunks: int) -> None:
@@ -422,7 +431,10 @@ def test_status_reports_chunks_begun_by_a_worker_that_stopped(
     store.mark_started(rec, 1, "1000.5:host:2")  # never beat, or stopped beating
     data = svc.status(sub.job_id, owner=OWNER)
     assert data["awaiting_redelivery"]["chunks"] == 1
-    assert data["awaiting_redelivery"]["expected_at"] is None  # embedded broker: on next start
+    # Redis redelivers once the visibility timeout has passed since the chunk was begun
+    assert data["awaiting_redelivery"]["expected_at"] == utc_iso(
+        1000.5 + settings.celery_visibility_timeout_s
+    )
     bs.score_chunk(store=store, job_id=sub.job_id, index=1, predict=model.predict_matrix)
     assert "awaiting_redelivery" not in svc.status(sub.job_id, owner=OWNER)
 
@@ -433,11 +445,11 @@ def test_header_limits_count_a_quoted_comma_as_text() -> None:
     name is part of the name, not a new column. (Line breaks inside values are refused by
     Arrow's parser as before, a 422.)"""
     data = b'"a,b","x y",employed,bank_balance,annual_salary\n' + b"k,l,1,5,100\n"
-    parsed = bs.parse_csv(data, bounds=BOUNDS, max_rows=10, on_error="reject", max_columns=5)
+    parsed = bs.parse_csv(data, max_rows=10, on_error="reject", max_columns=5)
     assert parsed.table.column_names[:2] == ["a,b", "x y"]
     with pytest.raises(InvalidInput) as err:
-        bs.parse_csv(data, bounds=BOUNDS, max_rows=10, on_error="reject", max_columns=4)
+        bs.parse_csv(data, max_rows=10, on_error="reject", max_columns=4)
     assert err.value.detail == {"limit": "BATCH_CSV_MAX_COLUMNS", "max": 4, "columns": 5}
     with pytest.raises(InvalidInput) as err:
-        bs.parse_csv(data, bounds=BOUNDS, max_rows=10, on_error="reject", max_header_bytes=40)
+        bs.parse_csv(data, max_rows=10, on_error="reject", max_header_bytes=40)
     assert err.value.detail == {"limit": "BATCH_CSV_MAX_HEADER_BYTES", "max": 40}

@@ -1,7 +1,7 @@
 """The application factory. Importing this module loads nothing; the lifespan does.
 
-`uvicorn loan_default.api.app:create_app --factory` (what `loan-default serve` runs) calls
-`create_app()` with settings from the environment. The lifespan builds the ModelService from the
+`loan-default serve` runs `loan_default.wiring:create_service_app`, which hands the Celery
+dispatcher in (this package never imports the worker). The lifespan builds the ModelService from the
 MLflow registry and starts its background thread, which retries with back-off until the alias
 resolves (`/readyz` answers 503 meanwhile) and then follows the alias every
 MODEL_RELOAD_INTERVAL_S, swapping versions atomically.
@@ -27,6 +27,7 @@ from loan_default.core.config import Settings, get_settings
 from loan_default.core.logging import AccessLog, configure_logging
 from loan_default.model.bundle import ModelBundle
 from loan_default.services import metrics
+from loan_default.services.batch import Dispatcher
 from loan_default.services.drift import DriftMonitor
 from loan_default.services.model import ModelService
 
@@ -40,9 +41,17 @@ AUTH_ERRORS: dict[int | str, dict[str, object]] = {
 
 
 def create_app(
-    settings: Settings | None = None, *, model_service: ModelService | None = None
+    settings: Settings | None = None,
+    *,
+    model_service: ModelService | None = None,
+    dispatcher: Dispatcher | None = None,
 ) -> FastAPI:
-    """Build the app; pass `model_service` to serve a given (e.g. in-memory) model in tests."""
+    """Build the app from its collaborators.
+
+    `model_service`: serve a given (e.g. in-memory) model instead of the registry's alias.
+    `dispatcher`: publishes batch chunk tasks (the Celery app in production); without one, or
+    without a job store URL, the batch routes answer 503 and /readyz says `not_configured`.
+    """
     settings = settings or get_settings()
     configure_logging(settings)
 
@@ -86,6 +95,7 @@ def create_app(
         finally:
             service.stop()
             drift.stop()
+            app.state.batch.close()
             await app.state.limiter.close()
             metrics.mark_process_dead(os.getpid())
 
@@ -122,7 +132,9 @@ def create_app(
         app.include_router(
             router, prefix=API_PREFIX, dependencies=[Depends(authorize)], responses=AUTH_ERRORS
         )
-    batch.attach(app, settings)
+    app.state.batch = batch.BatchState.build(
+        settings, dispatcher=dispatcher, drift=lambda: getattr(app.state, "drift", None)
+    )
 
     if settings.cors_origin_list:
         from fastapi.middleware.cors import CORSMiddleware
@@ -136,6 +148,7 @@ def create_app(
     app.add_middleware(
         RequestMiddleware,
         max_body_bytes=settings.max_body_bytes,
+        body_limits=batch.body_limits(settings, prefix=API_PREFIX),
         body_read_timeout_s=settings.body_read_timeout_s,
         body_min_rate_bytes_s=settings.body_min_rate_bytes_s,
         access_log=AccessLog(settings),

@@ -1,4 +1,4 @@
-"""Dependencies of the routes, read from `app.state` (tests swap them via dependency_overrides).
+"""Dependencies of the routes, read from `app.state` (tests hand collaborators to `create_app`).
 
 All are `async def`: a plain `def` dependency runs in the threadpool, which measured ~230-290 us per
 request here against a few microseconds inline.

@@ -13,6 +13,7 @@ import asyncio
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any, Final
 
 from fastapi import HTTPException
@@ -68,12 +69,15 @@ class RequestMiddleware:
         app: ASGIApp,
         *,
         max_body_bytes: int,
+        body_limits: Mapping[str, int] | None = None,
         body_read_timeout_s: float = 30.0,
         body_min_rate_bytes_s: float = 1000.0,
         access_log: AccessLog | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        #: Paths whose body may be larger (the batch CSV upload), as its router declares them.
+        self.body_limits = dict(body_limits or {})
         self.body_read_timeout_s = body_read_timeout_s
         self.body_min_rate_bytes_s = body_min_rate_bytes_s
         self.access_log = access_log
@@ -119,9 +123,7 @@ class RequestMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        # Upload routes (the batch CSV) may raise the limit: `app.state.body_limits[path]`.
-        limits = getattr(getattr(scope.get("app"), "state", None), "body_limits", None)
-        limit = limits.get(path, self.max_body_bytes) if limits else self.max_body_bytes
+        limit = self.body_limits.get(path, self.max_body_bytes)
         try:
             if method in _BODY_METHODS and self._too_large(content_length, limit):
                 await self._reject_large(send_wrapper, limit)

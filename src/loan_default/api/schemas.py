@@ -13,10 +13,13 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
 
-from loan_default.features import MIN_ANNUAL_SALARY
+from loan_default.features import BOUND_BY_NAME, RISK_LABELS
 
-#: Upper bound of money amounts: larger values are input errors (and overflow float32).
-MAX_AMOUNT = 1e12
+_EMPLOYED = BOUND_BY_NAME["employed"]
+_BALANCE = BOUND_BY_NAME["bank_balance"]
+_SALARY = BOUND_BY_NAME["annual_salary"]
+#: The band labels as a type (the values come from the row contract).
+RiskLabel = Literal[RISK_LABELS]  # type: ignore[valid-type]
 
 T = TypeVar("T")
 
@@ -35,7 +38,7 @@ class JSONBytes(JSONResponse):
 
 
 class PredictionRequest(BaseModel):
-    """One applicant. `saving_rate` (bank_balance / annual_salary) is derived, never sent."""
+    """One applicant. `saving_rate` is derived from these (features.engineering), never sent."""
 
     model_config = ConfigDict(
         strict=True,
@@ -47,11 +50,11 @@ class PredictionRequest(BaseModel):
         },
     )
 
-    employed: int = Field(ge=0, le=1, description="1 if the applicant is employed, else 0.")
-    bank_balance: float = Field(ge=0, le=MAX_AMOUNT, description="Bank balance, >= 0.")
-    annual_salary: float = Field(
-        ge=MIN_ANNUAL_SALARY, le=MAX_AMOUNT, description="Annual salary, >= 1."
+    employed: int = Field(
+        ge=int(_EMPLOYED.low), le=int(_EMPLOYED.high), description=_EMPLOYED.description
     )
+    bank_balance: float = Field(ge=_BALANCE.low, le=_BALANCE.high, description=_BALANCE.description)
+    annual_salary: float = Field(ge=_SALARY.low, le=_SALARY.high, description=_SALARY.description)
 
 
 class Envelope(BaseModel, Generic[T]):
@@ -96,7 +99,7 @@ class FeaturesUsed(BaseModel):
 class PredictionData(BaseModel):
     prediction: Literal[0, 1] = Field(description="1 = predicted to default (at the threshold).")
     probability: float = Field(ge=0, le=1, description="Calibrated probability of default.")
-    default_risk: Literal["Low", "Medium", "High"]
+    default_risk: RiskLabel
     model_version: str
     features_used: FeaturesUsed
     contributions: dict[str, float] | None = Field(
@@ -107,9 +110,9 @@ class PredictionData(BaseModel):
 
 
 class ModelInfoData(BaseModel):
-    name: str
-    version: str
-    alias: str | None
+    model_name: str
+    model_version: str
+    model_alias: str | None
     model_type: str
     features: list[str]
     raw_features: list[str]
@@ -133,4 +136,4 @@ class DriftData(BaseModel):
     min_samples: int
     sampling_rate: float
     reference_model_version: str | None
-    computed_at: float
+    computed_at: str = Field(description="ISO 8601 UTC time the PSI was computed.")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from loan_default.core.config import settings_or_report
 
-APP_FACTORY = "loan_default.api.app:create_app"
+APP_FACTORY = "loan_default.wiring:create_service_app"
 
 
 def prepare_multiprocess_dir(configured: str) -> Path:

@@ -124,9 +124,12 @@ class Settings(BaseSettings):
 
     # --- batch ------------------------------------------------------------------------------
     celery_broker_url: str = ""
-    """Empty: an embedded SQLite broker under `celery_data_dir`, so no server is needed."""
+    """Redis URL of the batch broker. Empty: `loan-default run` starts a private Redis (under
+    `run_redis_dir`); `serve` alone then answers batch routes with 503."""
     celery_result_backend: str = ""
-    celery_data_dir: str = "var/celery"
+    run_redis_dir: str = "var/redis"
+    """Data directory (append-only file) of the private Redis `loan-default run` starts when
+    CELERY_BROKER_URL is empty: queued jobs survive a restart."""
     celery_queue: str = "loan-default-batch"
     """Queue of the chunk tasks; a separate name isolates deployments sharing one Redis."""
     celery_visibility_timeout_s: int = Field(default=300, ge=1)
@@ -150,7 +153,7 @@ class Settings(BaseSettings):
     batch_chunk_size: int = Field(default=50_000, ge=100)
     batch_result_ttl_s: int = Field(default=86_400, ge=60)
     batch_store_url: str = ""
-    """Redis URL for job records/results; empty uses the broker's Redis or a local dir."""
+    """Redis URL for job records/results; empty uses the broker's Redis."""
     batch_key_prefix: str = "loan-default:batch:"
     """Prefix of every job-store key in Redis (lets several deployments share one Redis)."""
     batch_page_max_rows: int = Field(default=1000, ge=1, le=100_000)
@@ -251,3 +254,11 @@ def settings_or_report() -> Settings | None:
             field = ".".join(str(p) for p in err["loc"]) or "settings"
             print(f"configuration error: {field.upper()}: {err['msg']}", file=sys.stderr)
         return None
+
+
+def settings_or_exit() -> Settings:
+    """For CLI commands: the settings, or exit 2 after `settings_or_report` named the problems."""
+    settings = settings_or_report()
+    if settings is None:
+        raise SystemExit(2)
+    return settings

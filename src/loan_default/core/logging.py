@@ -1,7 +1,8 @@
 """Loguru set-up shared by the API, the worker and the CLI; safe to call more than once.
 
 Development gets human-readable lines; `ENVIRONMENT=production` gets one JSON object per line.
-Request context (request id, model version) is bound through contextvars by the API middleware.
+The API middleware writes one access line per request (`AccessLog`) carrying the request id and
+the model version that answered; error lines name the request id in their message.
 """
 
 from __future__ import annotations

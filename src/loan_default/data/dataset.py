@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from loan_default.features import MIN_ANNUAL_SALARY, RAW_COLUMNS, TARGET_COLUMN
+from loan_default.features import BOUNDS, RAW_COLUMNS, TARGET_COLUMN
 
 ISLP_REQUIREMENT = "ISLP==0.6.0"
 ISLP_MEMBER = "ISLP/data/Default.csv"
@@ -160,19 +160,14 @@ def load_training_csv(path: Path) -> TrainingData:
             problems.append(f"column {col!r}: {_count(inf)} rows are infinite")
         cols[col] = values
     ok = {c: ~np.isnan(v) for c, v in cols.items()}
-    for col in ("Employed", TARGET_COLUMN):
-        bad = ok[col] & ~np.isin(cols[col], (0.0, 1.0))
-        if _count(bad):
-            problems.append(f"column {col!r}: {_count(bad)} rows are not 0 or 1")
-    neg = ok["Bank Balance"] & (cols["Bank Balance"] < 0)
-    if _count(neg):
-        problems.append(f"column 'Bank Balance': {_count(neg)} rows are negative")
-    low = ok["Annual Salary"] & (cols["Annual Salary"] < MIN_ANNUAL_SALARY)
-    if _count(low):
-        problems.append(
-            f"column 'Annual Salary': {_count(low)} rows are < {MIN_ANNUAL_SALARY:g} "
-            "(zero, negative or too small for a salary)"
-        )
+    # The same bounds the API and batch files enforce (the row contract), on the CSV's columns.
+    for b in BOUNDS:
+        out = ok[b.column] & b.violations(cols[b.column])
+        if _count(out):
+            problems.append(f"column {b.column!r}: {_count(out)} rows break: {b.reason()}")
+    bad_target = ok[TARGET_COLUMN] & ~np.isin(cols[TARGET_COLUMN], (0.0, 1.0))
+    if _count(bad_target):
+        problems.append(f"column {TARGET_COLUMN!r}: {_count(bad_target)} rows are not 0 or 1")
     if not problems:
         classes = np.unique(cols[TARGET_COLUMN])
         if classes.size < 2:

@@ -35,7 +35,11 @@ class LoanDefaultPyfunc(PythonModel):
         missing = [c for c in RAW_FEATURES if c not in frame.columns]
         if missing:
             raise ValueError(f"missing input columns: {missing}")
-        p, pred = self.bundle.score_raw(frame[list(RAW_FEATURES)].to_numpy(dtype=np.float64))
+        s = self.bundle.score_raw(frame[list(RAW_FEATURES)].to_numpy(dtype=np.float64))
         return pd.DataFrame(
-            {"probability": p, "prediction": pred, "default_risk": self.bundle.risk_labels(p)}
+            {
+                "probability": s.probability,
+                "prediction": s.prediction,
+                "default_risk": s.default_risk,
+            }
         )

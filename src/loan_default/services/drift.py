@@ -4,8 +4,8 @@ The reference is the histogram stored in the model card (`training_distribution`
 proportions per feature), not the first requests a server happened to see. Requests are sampled
 into a sliding window at `DRIFT_SAMPLING_RATE` (one `random()` and one deque append on the request
 path); a background thread recomputes the PSI every `DRIFT_INTERVAL_S`, sets the gauges, and logs
-one warning when drift starts and one info line when it ends. The batch worker feeds sampled rows
-of its batches through `DriftMonitor.observe_matrix`.
+one warning when drift starts and one info line when it ends. Batch rows are sampled by the API
+when it accepts a job (`DriftMonitor.observe_matrix`), so the PSI covers both kinds of traffic.
 
 PSI = sum_i (a_i - e_i) * ln(a_i / e_i) over the training bins, where a value outside the
 training range falls in the first or last bin (as at training time) and empty bins are floored
@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import random
 import threading
-import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from loguru import logger
 
+from loan_default.core.clock import utc_iso
 from loan_default.core.config import Settings
 from loan_default.features import FEATURE_NAMES
 from loan_default.model.card import FeatureDistribution
@@ -67,7 +67,7 @@ class DriftReport:
     drifted_features: list[str]
     sampling_rate: float
     reference_model_version: str | None
-    computed_at: float = field(default_factory=time.time)
+    computed_at: str = field(default_factory=utc_iso)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -82,8 +82,8 @@ DRIFT_SAMPLES = Gauge(
 )
 MODEL_INFO = Gauge(
     "loan_model_info",
-    "1 for the model version being served (labels: version, alias).",
-    ["version", "alias"],
+    "1 for the model version being served (labels: model_version, model_alias).",
+    ["model_version", "model_alias"],
     multiprocess_mode="livemax",
 )
 HTTP_REQUESTS = Counter(
@@ -157,7 +157,8 @@ class HttpRecorder:
 
 
 def record_batch(*, model_version: str, rows: int, defaults: int, seconds: float, ok: bool) -> None:
-    """For the batch worker: count one scored batch (rows and decided classes)."""
+    """Count one scored batch chunk (rows and decided classes); the API calls it for the chunk
+    events the workers queue (`services.batch.scoring.record_events`)."""
     PREDICTIONS.labels("batch", "success" if ok else "error").inc(rows if ok else 1)
     if ok:
         PREDICTION_DURATION.labels("batch", model_version).observe(seconds)

@@ -142,8 +142,7 @@ def gate(
         return GateDecision(
             True, f"passes minimums; production v{prod_version} unloadable", prod_version, None
         )
-    p_prod, _ = prod.score_matrix(X_test)
-    prod_metrics = evaluate(y_test, p_prod, threshold=prod.card.threshold)
+    prod_metrics = evaluate(y_test, prod.score(X_test).probability, threshold=prod.card.threshold)
     d_auc = metrics["roc_auc"] - prod_metrics["roc_auc"]
     d_brier = prod_metrics["brier"] - metrics["brier"]
     cmp = (
@@ -311,6 +310,7 @@ def train(
             bundle = ModelBundle.load(bundle_dir, name=settings.model_name)
             # Parity on every row of the data set, not just the probe rows checked at load.
             parity = bundle.check_parity(full)
+            served = bundle.score(X_te)
             mlflow.log_metric("onnx_max_abs_diff", parity)
             plot_paths = write_plots(
                 Path(tmp) / "plots",
@@ -337,7 +337,10 @@ def train(
             "onnx_max_abs_diff": f"{parity:.3e}",
         }.items():
             client.set_model_version_tag(settings.model_name, version, k, v)
-        decision = gate(settings, registry, chosen["test_metrics"], X_te, y_te)
+        # The gate measures the candidate through the serving kernel (ONNX + the card), the code
+        # path the API and the workers answer with, not through the training estimator.
+        gate_metrics = evaluate(y_te, served.probability, threshold=chosen["threshold"])
+        decision = gate(settings, registry, gate_metrics, X_te, y_te)
         client.set_model_version_tag(settings.model_name, version, "gate_reason", decision.reason)
         if decision.promoted:
             registry.promote(version, reason=decision.reason)

@@ -1,7 +1,8 @@
 """The Celery app, built from Settings: `celery -A loan_default.worker.celery_app worker`.
 
-Redis broker (and result backend) when `CELERY_BROKER_URL` is set; otherwise the embedded SQLite
-broker (`worker.embedded`) under `CELERY_DATA_DIR`, so `make run` needs no server.
+The broker is Redis (`CELERY_BROKER_URL`); `loan-default run` (`make run`) starts a private one
+when none is configured, so local use needs no server installed and configured by hand, and runs
+the same broker and job store code as production.
 
 At-least-once delivery: a chunk message is acknowledged only after its result is stored
 (`acks_late`), is requeued if the worker process dies (`task_reject_on_worker_lost`), and each
@@ -18,53 +19,39 @@ by `tasks` on `worker_process_init`.
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Final
 
 from celery import Celery
 
 from loan_default.core.config import Settings, get_settings
-from loan_default.services.batch import is_redis_url
 
 #: Task name the API publishes and the worker consumes (the API never imports `tasks`).
 SCORE_CHUNK_TASK: Final = "loan_default.score_chunk"
-#: How the embedded broker is spelled in a broker URL.
-EMBEDDED_TRANSPORT: Final = "loan_default.worker.embedded:Transport"
 
 
-def embedded_broker_url(settings: Settings) -> str:
-    path = Path(settings.celery_data_dir).resolve() / "broker.sqlite"
-    return f"sqla+sqlite:///{path}"
-
-
-def broker_url(settings: Settings) -> str:
-    return settings.celery_broker_url or embedded_broker_url(settings)
-
-
-def uses_embedded_broker(settings: Settings) -> bool:
-    return not settings.celery_broker_url
+class BrokerNotConfigured(RuntimeError):
+    """CELERY_BROKER_URL is empty: there is nothing to publish to or consume from."""
 
 
 def create_celery(settings: Settings) -> Celery:
-    embedded = uses_embedded_broker(settings)
-    if embedded:
-        Path(settings.celery_data_dir).mkdir(parents=True, exist_ok=True)
+    if not settings.celery_broker_url:
+        raise BrokerNotConfigured(
+            "CELERY_BROKER_URL is not set; `loan-default run` starts a private Redis for local use"
+        )
     app = Celery("loan_default", set_as_current=False)
     vt = settings.celery_visibility_timeout_s
-    transport_options: dict[str, Any] = {}
-    if is_redis_url(broker_url(settings)):
-        transport_options = {
-            "visibility_timeout": vt,
-            "unacked_restore_interval": max(1, min(10, vt // 10)),
-            "unacked_restore_throttle": 1,
-            "socket_timeout": 5,
-            "socket_connect_timeout": 2,
-            "health_check_interval": 10,
-        }
+    transport_options: dict[str, Any] = {
+        "visibility_timeout": vt,
+        "unacked_restore_interval": max(1, min(10, vt // 10)),
+        "unacked_restore_throttle": 1,
+        "socket_timeout": 5,
+        "socket_connect_timeout": 2,
+        "health_check_interval": 10,
+    }
     app.conf.update(
-        broker_url=broker_url(settings),
-        broker_transport=EMBEDDED_TRANSPORT if embedded else None,
+        broker_url=settings.celery_broker_url,
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=2,
@@ -91,7 +78,7 @@ def create_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
-        worker_enable_remote_control=not embedded,
+        worker_enable_remote_control=True,
         broker_heartbeat=0,
         timezone="UTC",
     )
@@ -99,11 +86,43 @@ def create_celery(settings: Settings) -> Celery:
 
 
 class CeleryDispatcher:
-    """`services.batch.Dispatcher` over a Celery app: one task per chunk, sent by name."""
+    """`services.batch.Dispatcher` over a Celery app: one task per chunk, sent by name.
+
+    Built by the composition root (`loan_default.wiring`) and handed to `create_app`.
+    """
 
     def __init__(self, app: Celery, *, queue: str) -> None:
         self.app = app
         self.queue = queue
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CeleryDispatcher:
+        return cls(create_celery(settings), queue=settings.celery_queue)
+
+    def broker_status(self) -> dict[str, Any]:
+        """Broker reachability and queue depth (for /readyz; never raises)."""
+        import redis
+
+        start = time.perf_counter()
+        try:
+            client = redis.Redis.from_url(
+                self.app.conf.broker_url, socket_timeout=1, socket_connect_timeout=1
+            )
+            try:
+                queued = int(client.llen(self.queue))
+            finally:
+                client.close()
+        except Exception as exc:
+            return {"type": "redis", "status": "unavailable", "error": type(exc).__name__}
+        return {
+            "type": "redis",
+            "status": "ok",
+            "queued_tasks": queued,
+            "latency_ms": round((time.perf_counter() - start) * 1000, 2),
+        }
+
+    def close(self) -> None:
+        self.app.close()
 
     def dispatch(self, job_id: str, n_chunks: int) -> None:
         with self.app.producer_or_acquire() as producer:

@@ -8,6 +8,7 @@ import signal
 import subprocess  # nosec B404 - only fixed argv lists are run, never a shell
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 
 #: Seconds `run` waits for its children to stop after forwarding a signal, before killing them.
@@ -34,12 +35,19 @@ def worker_argv(args: argparse.Namespace, *, concurrency: int, queue: str) -> li
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from loan_default.cli import _settings
+    from loan_default.core.config import settings_or_exit as _settings
     from loan_default.core.logging import configure_logging
     from loan_default.worker.celery_app import default_app
 
     settings = _settings()
     configure_logging(settings)
+    if not settings.celery_broker_url:
+        print(
+            "error: CELERY_BROKER_URL is not set (a Redis URL); `loan-default run` starts a "
+            "private Redis for local use",
+            file=sys.stderr,
+        )
+        return 2
     concurrency = args.concurrency or settings.worker_concurrency or os.cpu_count() or 1
     default_app().worker_main(
         worker_argv(args, concurrency=concurrency, queue=settings.celery_queue)
@@ -49,7 +57,25 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Start the batch worker and the API as child processes; stop both on a signal or when
-    either exits (so a crash is visible instead of a half-working service)."""
+    either exits (so a crash is visible instead of a half-working service). Without a
+    CELERY_BROKER_URL a private Redis is started first and given to both."""
+    from loan_default.core.config import settings_or_exit as _settings
+    from loan_default.worker.local_redis import PrivateRedis, RedisNotInstalled
+
+    settings = _settings()
+    if settings.celery_broker_url:
+        return _run_children(args, env=None)
+    try:
+        with PrivateRedis(Path(settings.run_redis_dir)) as redis:
+            print(f"batch broker: private redis-server on {redis.url()} (data in {redis.data_dir})")
+            env = {**os.environ, "CELERY_BROKER_URL": redis.url(0)}
+            return _run_children(args, env=env)
+    except RedisNotInstalled as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_children(args: argparse.Namespace, *, env: dict[str, str] | None) -> int:
     exe = [sys.executable, "-m", "loan_default.cli"]
     worker_cmd = [*exe, "worker", "--loglevel", args.loglevel]
     if args.concurrency:
@@ -58,8 +84,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.host:
         serve_cmd += ["--host", args.host]
     children = [
-        subprocess.Popen(worker_cmd),  # noqa: S603 # nosec B603 - our own interpreter and module, fixed argv, no shell
-        subprocess.Popen(serve_cmd),  # noqa: S603 # nosec B603 - our own interpreter and module, fixed argv, no shell
+        subprocess.Popen(worker_cmd, env=env),  # noqa: S603 # nosec B603 - our own interpreter and module, fixed argv, no shell
+        subprocess.Popen(serve_cmd, env=env),  # noqa: S603 # nosec B603 - our own interpreter and module, fixed argv, no shell
     ]
     stopping: list[int] = []
 

@@ -23,7 +23,7 @@ from loan_default.core.errors import ModelNotReady
 from loan_default.core.logging import configure_logging
 from loan_default.services import batch as batch_service
 from loan_default.services.model import ModelService
-from loan_default.worker.celery_app import SCORE_CHUNK_TASK, uses_embedded_broker
+from loan_default.worker.celery_app import SCORE_CHUNK_TASK
 
 #: How long a task waits for the model of a freshly started worker before retrying later.
 MODEL_WAIT_S = 30.0
@@ -72,9 +72,10 @@ def init_context(settings: Settings | None = None) -> WorkerContext:
         configure_logging(settings)
         model = ModelService.from_registry(settings)
         model.start_background_reload()
-        _Holder.context = WorkerContext(
-            settings=settings, model=model, store=batch_service.store_from_settings(settings)
-        )
+        store = batch_service.store_from_settings(settings)
+        if store is None:  # the broker is Redis (create_celery insists), so this cannot be
+            raise RuntimeError("no batch job store: set CELERY_BROKER_URL or BATCH_STORE_URL")
+        _Holder.context = WorkerContext(settings=settings, model=model, store=store)
         _Holder.context.start_heartbeat()
     return _Holder.context
 
@@ -100,32 +101,6 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
         logger.info("batch worker ready (model v{})", ctx.model.require().version)
     else:
         logger.info("batch worker ready (models load in the pool processes)")
-    if uses_embedded_broker(settings):
-        recover_orphans(settings)
-
-
-def recover_orphans(settings: Settings) -> int:
-    """Embedded broker only: re-dispatch chunks of unfinished jobs (a SIGKILLed worker's
-    message is not redelivered by the SQLite transport). Duplicates are harmless: a chunk
-    already stored is skipped, one scored twice is written twice with the same bytes."""
-    store = batch_service.store_from_settings(settings)
-    if not isinstance(store, batch_service.FileJobStore):
-        return 0
-    from loan_default.worker.celery_app import default_app
-
-    app = default_app()
-    sent = 0
-    for d in sorted((store.root / "jobs").iterdir()):
-        state = store.state(d.name)
-        if state is None or state.status in {"SUCCESS", "FAILURE"}:
-            continue
-        for i in range(state.record.n_chunks):
-            if i not in state.done:
-                app.send_task(SCORE_CHUNK_TASK, args=(d.name, i), queue=settings.celery_queue)
-                sent += 1
-    if sent:
-        logger.info("re-dispatched {} unfinished chunk(s) left by stopped workers", sent)
-    return sent
 
 
 class ChunkTask(Task):  # type: ignore[misc]

@@ -8,157 +8,104 @@ threadpool so the event loop keeps serving single predictions.
 from __future__ import annotations
 
 import hashlib
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import annotated_types
 import numpy as np
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field, ValidationError
+from loguru import logger
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.responses import Response, StreamingResponse
 
 from loan_default.api.deps import require_json
-from loan_default.api.schemas import Envelope, ErrorEnvelope, JSONBytes, PredictionRequest
+from loan_default.api.schemas import Envelope, ErrorEnvelope, JSONBytes
+from loan_default.api.v1 import batch_docs
 from loan_default.core.config import Settings
-from loan_default.core.errors import InvalidInput
-from loan_default.features import RAW_FEATURES
+from loan_default.core.errors import InvalidInput, ServiceUnavailable
 from loan_default.services import batch as batch_service
-from loan_default.services import batch_input
-from loan_default.worker import celery_app as worker_app
+from loan_default.services.batch import csv_input as batch_input
+from loan_default.services.batch import scoring as batch_scoring
 
 router = APIRouter(prefix="/predict/batch", tags=["batch"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorEnvelope} for code in (401, 403, 404, 409, 413, 415, 422, 429, 503)
-}
-#: OpenAPI links from a submit's 202 to what a client does next with the job id: documented for
-#: client generators, and followed by the stateful contract fuzzing (schemathesis).
-_JOB_ID = {"job_id": "$response.body#/data/job_id"}
-_SUBMITTED: dict[int | str, dict[str, Any]] = {
-    202: {
-        "description": "Accepted: the job is queued; poll its status with the job id.",
-        "links": {
-            "GetJobStatus": {"operationId": "get_batch_job", "parameters": _JOB_ID},
-            "GetJobResultsCsv": {"operationId": "get_batch_job_results_csv", "parameters": _JOB_ID},
-        },
+#: Request-body limits of this router's routes that differ from MAX_BODY_BYTES: path within the
+#: router -> the setting that bounds it. `create_app` hands them to the request middleware.
+BODY_LIMITS: dict[str, str] = {"/file": "max_upload_bytes"}
+
+
+def body_limits(settings: Settings, *, prefix: str) -> dict[str, int]:
+    """BODY_LIMITS as full paths and byte counts, for the request middleware."""
+    return {
+        f"{prefix}{router.prefix}{path}": getattr(settings, n) for path, n in BODY_LIMITS.items()
     }
-}
-
-
-class BatchPredictionRequest(BaseModel):
-    """1 to BATCH_MAX_ROWS applicants, each validated exactly like the single predict.
-
-    The body of `POST /api/v1/predict/batch` (parsed from bytes by the handler).
-    """
-
-    predictions: list[PredictionRequest] = Field(min_length=1)
-
-
-class BatchSubmitted(BaseModel):
-    job_id: str
-    status: batch_service.JobStatus
-    message: str
-    total_predictions: int
-    skipped: int | None = None
-    row_errors: list[dict[str, Any]] | None = None
 
 
 @dataclass(slots=True)
 class BatchState:
-    """What `attach` puts on `app.state.batch`: the service and the broker probe for /readyz."""
+    """What `create_app` puts on `app.state.batch`: the service, or None when no broker is set."""
 
     settings: Settings
-    service: batch_service.BatchService
-    celery: Any
+    service: batch_service.BatchService | None
+    dispatcher: batch_service.Dispatcher | None
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        dispatcher: batch_service.Dispatcher | None,
+        drift: Callable[[], batch_service.DriftSink | None],
+    ) -> BatchState:
+        """No I/O: the Redis client connects on first use."""
+        store = batch_service.store_from_settings(settings)
+        service = None
+        if store is not None and dispatcher is not None:
+            service = batch_service.BatchService(
+                settings=settings, store=store, dispatcher=dispatcher, drift=drift
+            )
+        return cls(settings=settings, service=service, dispatcher=dispatcher)
 
     def broker_status(self) -> dict[str, Any]:
-        """Broker reachability and queue depth (for /readyz; never raises)."""
-        url = worker_app.broker_url(self.settings)
-        start = time.perf_counter()
+        """For /readyz; never raises."""
+        if self.service is None or self.dispatcher is None:
+            return {"type": "none", "status": "not_configured"}
+        return self.dispatcher.broker_status()
+
+    def collect_metrics(self) -> None:
+        """Count the chunks workers scored since the last scrape (never raises)."""
+        if self.service is None:
+            return
         try:
-            if batch_service.is_redis_url(url):
-                import redis
-
-                client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
-                try:
-                    queued = int(client.llen(self.settings.celery_queue))
-                finally:
-                    client.close()
-                kind = "redis"
-            else:
-                import sqlite3
-
-                path = url.removeprefix("sqla+sqlite:///")
-                with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as con:
-                    try:
-                        row = con.execute(
-                            "SELECT COUNT(*) FROM kombu_message m JOIN kombu_queue q "
-                            "ON m.queue_id = q.id WHERE m.visible = 1 AND q.name = ?",
-                            (self.settings.celery_queue,),
-                        ).fetchone()
-                        queued = int(row[0]) if row else 0
-                    except sqlite3.OperationalError:
-                        queued = 0  # no worker created the tables yet
-                kind = "sqlite"
-        except Exception as exc:
-            return {
-                "type": "redis" if batch_service.is_redis_url(url) else "sqlite",
-                "status": "unavailable",
-                "error": type(exc).__name__,
-            }
-        return {
-            "type": kind,
-            "status": "ok",
-            "queued_tasks": queued,
-            "latency_ms": round((time.perf_counter() - start) * 1000, 2),
-        }
+            batch_scoring.record_events(self.service.store)
+        except batch_service.StoreUnavailable:
+            logger.warning("batch metrics not collected: the job store is unavailable")
 
     def close(self) -> None:
-        self.service.store.close()
-        self.celery.close()
-
-
-def attach(app: FastAPI, settings: Settings) -> None:
-    """Called by create_app: builds the batch service (no I/O yet) onto `app.state.batch`."""
-    celery = worker_app.create_celery(settings)
-    state = BatchState(
-        settings=settings,
-        service=batch_service.BatchService(
-            settings=settings,
-            store=batch_service.store_from_settings(settings),
-            dispatcher=worker_app.CeleryDispatcher(celery, queue=settings.celery_queue),
-            drift=lambda: getattr(app.state, "drift", None),
-        ),
-        celery=celery,
-    )
-    app.state.batch = state
-    # The request middleware caps bodies at MAX_BODY_BYTES; portfolio uploads get MAX_UPLOAD_BYTES.
-    limits = dict(getattr(app.state, "body_limits", None) or {})
-    limits["/api/v1/predict/batch/file"] = settings.max_upload_bytes
-    app.state.body_limits = limits
-    inner = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
-        async with inner(a) as value:
-            try:
-                yield value
-            finally:
-                state.close()
-
-    app.router.lifespan_context = lifespan
+        if self.service is not None:
+            self.service.store.close()
+        if self.dispatcher is not None:
+            self.dispatcher.close()
 
 
 async def _batch(request: Request) -> BatchState:
     state: BatchState = request.app.state.batch
+    if state.service is None:
+        raise ServiceUnavailable(
+            "batch scoring is not configured on this server (CELERY_BROKER_URL is empty); "
+            "`loan-default run` starts a broker for local use",
+            detail={"broker": "not_configured"},
+        )
     return state
+
+
+def _service(batch: BatchState) -> batch_service.BatchService:
+    assert batch.service is not None  # nosec B101 - `_batch` refused the request otherwise
+    return batch.service
 
 
 BatchDep = Annotated[BatchState, Depends(_batch)]
@@ -173,7 +120,7 @@ IdempotencyKey = Annotated[
 
 
 def _accepted(sub: batch_service.Submitted, *, kind: str) -> Response:
-    data = BatchSubmitted(
+    data = batch_docs.BatchSubmitted(
         job_id=sub.job_id,
         status="PENDING",
         message=(
@@ -195,39 +142,13 @@ def _accepted(sub: batch_service.Submitted, *, kind: str) -> Response:
     )
 
 
-#: The handler parses the body itself, so its schema is given to OpenAPI here (inlined: the
-#: document has no component for it, and `$defs` refs would not resolve from the document root).
-_SUBMIT_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "title": "BatchPredictionRequest",
-                    "type": "object",
-                    "required": ["predictions"],
-                    "properties": {
-                        "predictions": {
-                            "type": "array",
-                            "minItems": 1,
-                            "description": "1 to BATCH_MAX_ROWS applicants.",
-                            "items": PredictionRequest.model_json_schema(),
-                        }
-                    },
-                }
-            }
-        },
-    }
-}
-
-
 @router.post(
     "",
     status_code=202,
     dependencies=[Depends(require_json)],
-    response_model=Envelope[BatchSubmitted],
-    openapi_extra=_SUBMIT_OPENAPI,
-    responses={**_SUBMITTED, **_ERRORS},
+    response_model=Envelope[batch_docs.BatchSubmitted],
+    openapi_extra=batch_docs.SUBMIT_OPENAPI,
+    responses={**batch_docs.SUBMITTED, **batch_docs.ERRORS},
     summary="Queue up to BATCH_MAX_ROWS applicants for scoring",
 )
 async def submit_batch(
@@ -251,7 +172,7 @@ def _submit_rows(
     even a C parser holds the event loop 50-150 ms on such a body.
     Then pydantic validates straight from bytes (half the cost of FastAPI's body parameter for
     1000 items); errors keep FastAPI's shape, `loc` = body.predictions.<i>.<field>, capped at
-    BATCH_MAX_REPORTED_ERRORS.
+    BATCH_MAX_REPORTEDbatch_docs.ERRORS.
     """
     settings = batch.settings
     limit = settings.batch_max_rows
@@ -281,7 +202,7 @@ def _submit_rows(
             ],
         )
     try:
-        payload = BatchPredictionRequest.model_validate_json(body)
+        payload = batch_docs.BatchPredictionRequest.model_validate_json(body)
     except ValidationError as exc:
         cap = settings.batch_max_reported_errors
         errors: list[Any] = [
@@ -305,7 +226,7 @@ def _submit_rows(
             ]
         )
     raw = np.array([(p.employed, p.bank_balance, p.annual_salary) for p in rows], dtype=np.float64)
-    return batch.service.submit_rows(raw=raw, idempotency_key=idempotency_key, owner=owner)
+    return _service(batch).submit_rows(raw=raw, idempotency_key=idempotency_key, owner=owner)
 
 
 def _owner(request: Request) -> str:
@@ -319,26 +240,6 @@ def _scoped(request: Request, idempotency_key: str | None) -> str | None:
     if idempotency_key is None:
         return None
     return f"{getattr(request.state, 'key_id', '-')}:{idempotency_key}"
-
-
-def _bounds() -> list[batch_service.FieldBounds]:
-    """File rows obey the same ranges as `PredictionRequest` (read from it, not restated)."""
-    out = []
-    for name in RAW_FEATURES:
-        info = PredictionRequest.model_fields[name]
-        kw: dict[str, Any] = {"integer": info.annotation is int}
-        for m in info.metadata:
-            if isinstance(m, annotated_types.Ge):
-                kw["ge"] = float(m.ge)  # type: ignore[arg-type]
-            elif isinstance(m, annotated_types.Gt):
-                kw["gt"] = float(m.gt)  # type: ignore[arg-type]
-            elif isinstance(m, annotated_types.Le):
-                kw["le"] = float(m.le)  # type: ignore[arg-type]
-        out.append(batch_service.FieldBounds(name=name, **kw))
-    return out
-
-
-_FIELD_BOUNDS = _bounds()
 
 
 def _parse_upload(
@@ -366,14 +267,13 @@ def _parse_upload(
     fh.seek(0)
     parsed = batch_service.parse_csv(
         fh,
-        bounds=_FIELD_BOUNDS,
         max_rows=settings.batch_file_max_rows,
         on_error=on_error,
         max_columns=settings.batch_csv_max_columns,
         max_header_bytes=settings.batch_csv_max_header_bytes,
         max_errors=settings.batch_max_reported_errors,
     )
-    return batch.service.submit_file(
+    return _service(batch).submit_file(
         parsed=parsed,
         digest=digest.hexdigest(),
         idempotency_key=idempotency_key,
@@ -382,42 +282,14 @@ def _parse_upload(
     )
 
 
-#: The upload route reads its multipart body itself, *after* the router's auth dependency:
-#: with a `File(...)` parameter FastAPI would spool the whole upload (up to MAX_UPLOAD_BYTES)
-#: before the key is checked, for any anonymous client. The schema is given to OpenAPI here.
-_FILE_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "title": "BatchFileUpload",
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "CSV with columns `Employed, Bank Balance, Annual "
-                            "Salary` (or employed, bank_balance, annual_salary); other columns "
-                            "are carried to the output.",
-                        }
-                    },
-                }
-            }
-        },
-    }
-}
-
-
 @router.post(
     "/file",
     status_code=202,
-    response_model=Envelope[BatchSubmitted],
-    openapi_extra=_FILE_OPENAPI,
+    response_model=Envelope[batch_docs.BatchSubmitted],
+    openapi_extra=batch_docs.FILE_OPENAPI,
     responses={
-        **_SUBMITTED,
-        **_ERRORS,
+        **batch_docs.SUBMITTED,
+        **batch_docs.ERRORS,
         400: {"model": ErrorEnvelope, "description": "malformed multipart body"},
     },
     summary="Queue a portfolio CSV (up to BATCH_FILE_MAX_ROWS rows) for scoring",
@@ -461,7 +333,7 @@ async def submit_file(
 @router.get(
     "/{job_id}",
     operation_id="get_batch_job",
-    responses=_ERRORS,
+    responses=batch_docs.ERRORS,
     summary="Job status, progress and (on SUCCESS) a page of results in input order",
 )
 async def job_status(
@@ -486,21 +358,26 @@ async def job_status(
             ],
         )
     data = await run_in_threadpool(
-        batch.service.status, job_id, owner=_owner(request), offset=offset, limit=limit
+        _service(batch).status, job_id, owner=_owner(request), offset=offset, limit=limit
     )
+    if data["status"] == "SUCCESS":
+        data["results_csv"] = str(
+            request.app.url_path_for("get_batch_job_results_csv", job_id=job_id)
+        )
     return JSONBytes({"success": True, "data": data, "message": f"job {data['status']}"})
 
 
 @router.get(
     "/{job_id}/results.csv",
     operation_id="get_batch_job_results_csv",
-    responses={**_ERRORS, 200: {"content": {"text/csv": {}}}},
+    name="get_batch_job_results_csv",
+    responses={**batch_docs.ERRORS, 200: {"content": {"text/csv": {}}}},
     response_class=StreamingResponse,
     summary="All results of a finished job as CSV (streamed; extra input columns included)",
 )
 async def job_results_csv(request: Request, job_id: str, batch: BatchDep) -> Response:
     chunks: Iterator[bytes] = await run_in_threadpool(
-        batch.service.csv_chunks, job_id, owner=_owner(request)
+        _service(batch).csv_chunks, job_id, owner=_owner(request)
     )
     return StreamingResponse(
         chunks,

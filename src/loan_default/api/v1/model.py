@@ -21,9 +21,9 @@ async def model_info(service: ModelServiceDep) -> Response:
     bundle = service.require()
     card = bundle.card
     data = {
-        "name": bundle.name,
-        "version": bundle.version,
-        "alias": bundle.alias,
+        "model_name": bundle.name,
+        "model_version": bundle.version,
+        "model_alias": bundle.alias,
         "model_type": card.model_type,
         "features": list(card.features),
         "raw_features": list(card.raw_features),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import PlainTextResponse, Response
 
@@ -39,7 +39,10 @@ async def drift(monitor: DriftMonitorDep) -> Response:
     response_class=PlainTextResponse,
     summary="Prometheus metrics (text exposition format)",
 )
-async def prometheus_metrics() -> Response:
+async def prometheus_metrics(request: Request) -> Response:
+    batch = getattr(request.app.state, "batch", None)
+    if batch is not None:  # batch chunks scored by the workers since the last scrape
+        await run_in_threadpool(batch.collect_metrics)
     body = await run_in_threadpool(metrics.render)
     return Response(body, media_type=metrics.CONTENT_TYPE)
 

@@ -2,7 +2,7 @@
 
 Everything here runs on what a client sent, so each step is bounded *before* the costly one:
 
-* JSON bodies: the item count is read off a C-parsed list (orjson) before pydantic validates a
+* JSON bodies: the item count is read off a byte scan of the body before pydantic validates a
   single item, and the error list is capped; duplicate feature keys are refused (the JSON parsers
   keep the last value silently, a row would be scored on a value the client may not have meant).
 * CSV uploads: the header is located and its width and length checked on the first bytes of the
@@ -30,7 +30,7 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 import pyarrow.csv as pacsv  # type: ignore[import-untyped]
 
 from loan_default.core.errors import InvalidInput
-from loan_default.features import RAW_COLUMNS, RAW_FEATURES
+from loan_default.features import BOUNDS, RAW_COLUMNS, RAW_FEATURES
 
 OnError = Literal["reject", "skip"]
 
@@ -215,29 +215,6 @@ def read_header(source: IO[bytes] | bytes | Path, limits: CsvLimits) -> list[str
 
 # --- CSV uploads: rows ---------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class FieldBounds:
-    """Numeric range of one raw feature, taken from the request schema (not restated here)."""
-
-    name: str
-    ge: float | None = None
-    gt: float | None = None
-    le: float | None = None
-    integer: bool = False
-
-    def reason(self) -> str:
-        parts = []
-        if self.integer:
-            parts.append("an integer")
-        if self.ge is not None:
-            parts.append(f">= {self.ge:g}")
-        if self.gt is not None:
-            parts.append(f"> {self.gt:g}")
-        if self.le is not None:
-            parts.append(f"<= {self.le:g}")
-        return f"{self.name} must be " + " and ".join(parts)
-
-
-@dataclass(frozen=True, slots=True)
 class ParsedFile:
     raw: npt.NDArray[np.float64]
     table: Any  # pyarrow.Table of the kept rows, every column of the file
@@ -307,7 +284,6 @@ def _read_table(source: IO[bytes] | bytes | Path, names: list[str], text_cols: l
 def parse_csv(
     source: IO[bytes] | bytes | Path,
     *,
-    bounds: Sequence[FieldBounds],
     max_rows: int,
     on_error: OnError,
     max_columns: int = 256,
@@ -337,8 +313,8 @@ def parse_csv(
     raw = np.empty((n, len(RAW_FEATURES)), dtype=np.float64)
     bad = np.zeros(n, dtype=bool)
     reasons: list[tuple[npt.NDArray[np.bool_], str, str]] = []
-    by_name = {b.name: b for b in bounds}
-    for j, name in enumerate(RAW_FEATURES):
+    for j, b in enumerate(BOUNDS):
+        name = b.name
         text = table.column(found[name])
         number = pc.fill_null(pc.match_substring_regex(text, JSON_NUMBER_RE), False)
         values = (
@@ -349,21 +325,12 @@ def parse_csv(
         raw[:, j] = values
         nan = ~np.isfinite(values)
         reasons.append((nan, name, f"{name} is missing, not a number or not finite"))
-        b = by_name.get(name)
-        if b is not None:
-            with np.errstate(invalid="ignore"):
-                out = np.zeros(n, dtype=bool)
-                if b.ge is not None:
-                    out |= values < b.ge
-                if b.gt is not None:
-                    out |= values <= b.gt
-                if b.le is not None:
-                    out |= values > b.le
-                if b.integer:
-                    # a JSON integer literal, as a strict int field wants: `1.0` and `1e0` are not
-                    literal = pc.fill_null(pc.match_substring_regex(text, JSON_INTEGER_RE), False)
-                    out |= ~np.asarray(literal.to_numpy(zero_copy_only=False), dtype=bool)
-            reasons.append((out & ~nan, name, b.reason()))
+        out = b.violations(values)  # the row contract's range, as the request schema applies it
+        if b.integer:
+            # a JSON integer literal, as a strict int field wants: `1.0` and `1e0` are not
+            literal = pc.fill_null(pc.match_substring_regex(text, JSON_INTEGER_RE), False)
+            out |= ~np.asarray(literal.to_numpy(zero_copy_only=False), dtype=bool)
+        reasons.append((out & ~nan, name, b.reason()))
         bad |= nan | reasons[-1][0]
     bad_idx = np.flatnonzero(bad)
     errors: list[dict[str, Any]] = []

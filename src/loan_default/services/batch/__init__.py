@@ -1,0 +1,55 @@
+"""Batch scoring jobs, protocol-neutral: the API routes and the Celery tasks both use this package
+and neither imports the other.
+
+One module a job: `records` (record, state, errors, ids), `stores` (the Redis job store),
+`codec` (Arrow blobs of chunk inputs and scores, results as JSON items or CSV), `csv_input`
+(untrusted input: JSON body limits, CSV parsing and validation, formula escaping), `service`
+(submit and read back: the API's side) and `scoring` (score one chunk: the worker's side).
+"""
+
+from loan_default.services.batch.csv_input import OnError, ParsedFile, parse_csv
+from loan_default.services.batch.records import (
+    IdempotencyConflict,
+    JobRecord,
+    JobState,
+    JobStatus,
+    PayloadTooLarge,
+    StoreUnavailable,
+    Submitted,
+    new_job_id,
+    valid_job_id,
+)
+from loan_default.services.batch.scoring import fail_job, score_chunk
+from loan_default.services.batch.service import BatchService, Dispatcher, DriftSink
+from loan_default.services.batch.stores import (
+    JobStore,
+    RedisJobStore,
+    is_redis_url,
+    store_from_settings,
+    store_url,
+)
+
+__all__ = [
+    "BatchService",
+    "Dispatcher",
+    "DriftSink",
+    "IdempotencyConflict",
+    "JobRecord",
+    "JobState",
+    "JobStatus",
+    "JobStore",
+    "OnError",
+    "ParsedFile",
+    "PayloadTooLarge",
+    "RedisJobStore",
+    "StoreUnavailable",
+    "Submitted",
+    "fail_job",
+    "is_redis_url",
+    "new_job_id",
+    "parse_csv",
+    "score_chunk",
+    "store_from_settings",
+    "store_url",
+    "valid_job_id",
+]

@@ -1,0 +1,141 @@
+"""What a chunk's blobs hold, in one format: Arrow IPC streams.
+
+* `in-<i>`: the chunk's raw features, float64 columns in RAW_FEATURES order (what was validated);
+* `x-<i>` (file jobs): every column of the uploaded rows, so extra columns reach results.csv;
+* `out-<i>`: the scores: probability float64, prediction int8, risk_code uint8;
+* `csv-<i>` (file jobs): the chunk's part of results.csv, rendered once by the worker.
+
+Arrow rather than raw numpy bytes: the blobs are self-describing (names, types, row count), so
+a blob of another layout is an error instead of silently misread numbers, and one reader serves
+inputs, scores and the uploaded columns. Decoding is zero-copy.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.csv as pacsv  # type: ignore[import-untyped]
+
+from loan_default.features import FEATURE_NAMES, RAW_FEATURES, RISK_LABELS, saving_rate
+from loan_default.services.batch.csv_input import escape_formulas
+from loan_default.services.model import BatchScores
+
+
+def table_to_ipc(table: Any) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def table_from_ipc(data: bytes) -> Any:
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+
+
+# --- inputs ----------------------------------------------------------------------------------
+def encode_raw(raw: npt.NDArray[np.float64]) -> bytes:
+    raw = np.asarray(raw, dtype=np.float64)
+    return table_to_ipc(pa.table({name: raw[:, j] for j, name in enumerate(RAW_FEATURES)}))
+
+
+def decode_raw(data: bytes) -> npt.NDArray[np.float64]:
+    table = table_from_ipc(data)
+    if table.column_names != list(RAW_FEATURES):
+        raise ValueError(f"not a raw-feature blob: columns {table.column_names}")
+    return np.column_stack(
+        [table.column(n).to_numpy().astype(np.float64, copy=False) for n in RAW_FEATURES]
+    ).reshape(-1, len(RAW_FEATURES))
+
+
+def raw_table(raw: npt.NDArray[np.float64]) -> Any:
+    """The raw features as results.csv shows them (`employed` as an integer)."""
+    return pa.table(
+        {
+            "employed": pa.array(raw[:, 0].astype(np.int64)),
+            "bank_balance": pa.array(raw[:, 1]),
+            "annual_salary": pa.array(raw[:, 2]),
+        }
+    )
+
+
+# --- scores ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Results:
+    """A chunk's stored scores (risk_code indexes RISK_LABELS)."""
+
+    probability: npt.NDArray[np.float64]
+    prediction: npt.NDArray[np.int8]
+    risk_code: npt.NDArray[np.uint8]
+
+    @classmethod
+    def of(cls, scores: BatchScores) -> Results:
+        return cls(scores.probability, scores.prediction, scores.risk_code)
+
+    def slice(self, lo: int, hi: int) -> Results:
+        return Results(self.probability[lo:hi], self.prediction[lo:hi], self.risk_code[lo:hi])
+
+
+_SCORE_COLUMNS = ("probability", "prediction", "risk_code")
+
+
+def encode_scores(scores: BatchScores) -> bytes:
+    return table_to_ipc(
+        pa.table(
+            {
+                "probability": np.asarray(scores.probability, dtype=np.float64),
+                "prediction": np.asarray(scores.prediction, dtype=np.int8),
+                "risk_code": np.asarray(scores.risk_code, dtype=np.uint8),
+            }
+        )
+    )
+
+
+def decode_scores(data: bytes) -> Results:
+    table = table_from_ipc(data)
+    if tuple(table.column_names) != _SCORE_COLUMNS:
+        raise ValueError(f"not a scores blob: columns {table.column_names}")
+    return Results(*(table.column(n).to_numpy() for n in _SCORE_COLUMNS))
+
+
+# --- rendering -------------------------------------------------------------------------------
+def result_items(raw: npt.NDArray[np.float64], scores: Results) -> list[dict[str, Any]]:
+    """Result items shaped exactly like the single predict's data (minus model_version)."""
+    features = np.column_stack([raw, saving_rate(raw[:, 1], raw[:, 2])]).tolist()
+    risk = [RISK_LABELS[c] for c in scores.risk_code.tolist()]
+    return [
+        {
+            "prediction": pred,
+            "probability": prob,
+            "default_risk": rk,
+            "features_used": dict(zip(FEATURE_NAMES, row, strict=True)),
+        }
+        for pred, prob, rk, row in zip(
+            scores.prediction.tolist(), scores.probability.tolist(), risk, features, strict=True
+        )
+    ]
+
+
+def chunk_csv(*, columns: Any, scores: Results, header: bool, escape: bool = True) -> bytes:
+    """One chunk of results.csv: the input columns (extra ones carried through) + the scores.
+
+    `escape` (BATCH_CSV_ESCAPE_FORMULAS) neutralises text cells a spreadsheet would evaluate;
+    the appended score columns are ours and numeric or fixed labels, never escaped.
+    """
+    if escape:
+        columns = escape_formulas(columns)
+    risk = pa.DictionaryArray.from_arrays(
+        pa.array(scores.risk_code.astype(np.int8)), pa.array(list(RISK_LABELS))
+    ).cast(pa.string())
+    table = (
+        columns.append_column("prediction", pa.array(scores.prediction))
+        .append_column("probability", pa.array(scores.probability))
+        .append_column("default_risk", risk)
+    )
+    buf = io.BytesIO()
+    pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=header, quoting_style="needed"))
+    return buf.getvalue()

@@ -1,0 +1,120 @@
+"""A batch job's record and state, the errors of the batch service, and job ids.
+
+The record is written *before* any task is published, so an id we never issued is a 404 (Celery
+alone reports every unknown id PENDING). Status and progress are derived from what the workers
+wrote (the `done` map), never from Celery.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, Field
+
+from loan_default.core.errors import LoanDefaultError, ServiceUnavailable
+
+JobStatus = Literal["PENDING", "PROGRESS", "SUCCESS", "FAILURE"]
+
+
+class PayloadTooLarge(LoanDefaultError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class IdempotencyConflict(LoanDefaultError):
+    """The Idempotency-Key was already used with a different body."""
+
+    status_code = 409
+    code = "idempotency_conflict"
+
+
+class StoreUnavailable(ServiceUnavailable):
+    """The job store (Redis) cannot be reached."""
+
+
+class JobRecord(BaseModel):
+    job_id: str
+    kind: Literal["json", "file"]
+    total: int
+    chunk_sizes: list[int]
+    created_at: float
+    expires_at: float
+    skipped: int = 0
+    row_errors: list[dict[str, Any]] = Field(default_factory=list)
+    filename: str | None = None
+    owner: str | None = None
+    """Key id (digest prefix) of the API key that submitted the job; only it may read the job.
+    Records written before owners were recorded have none and are readable by no key."""
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.chunk_sizes)
+
+    @property
+    def chunk_starts(self) -> npt.NDArray[np.int64]:
+        return np.concatenate([[0], np.cumsum(self.chunk_sizes, dtype=np.int64)])
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    """A record plus what the workers have written so far."""
+
+    record: JobRecord
+    done: dict[int, str]
+    failure: str | None
+    started: dict[int, str] = field(default_factory=dict)
+    """chunk -> "unix time:worker id" of the last worker that began scoring it."""
+
+    @property
+    def completed(self) -> int:
+        return sum(self.record.chunk_sizes[i] for i in self.done)
+
+    @property
+    def status(self) -> JobStatus:
+        if self.failure is not None:
+            return "FAILURE"
+        if len(self.done) >= self.record.n_chunks:
+            return "SUCCESS"
+        return "PROGRESS" if self.done else "PENDING"
+
+    @property
+    def progress(self) -> int:
+        """0-100; 100 only once every chunk is stored."""
+        if self.status == "SUCCESS":
+            return 100
+        return min(99, math.floor(100 * self.completed / max(1, self.record.total)))
+
+    @property
+    def model_version(self) -> str | None:
+        """Version that scored the rows; several (comma-joined) only if the alias moved mid-job."""
+        versions = sorted({m.partition(":")[2] for m in self.done.values()}, key=_version_key)
+        return ",".join(versions) if versions else None
+
+
+def _version_key(v: str) -> tuple[int, str]:
+    return (int(v), v) if v.isdigit() else (0, v)
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    job_id: str
+    total: int
+    replayed: bool = False
+    skipped: int = 0
+    row_errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+def new_job_id() -> str:
+    return str(uuid.uuid4())
+
+
+def valid_job_id(job_id: str) -> bool:
+    try:
+        return str(uuid.UUID(job_id)) == job_id.lower() and len(job_id) == 36
+    except ValueError:
+        return False

@@ -1,0 +1,97 @@
+"""The worker's side of a job: score one chunk and store its result, idempotently."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+from loguru import logger
+
+from loan_default.features import build_matrix
+from loan_default.services import metrics
+from loan_default.services.batch import codec
+from loan_default.services.batch.stores import JobStore
+from loan_default.services.model import BatchScores
+
+
+def score_chunk(
+    *,
+    store: JobStore,
+    job_id: str,
+    index: int,
+    predict: Callable[[npt.NDArray[np.float32]], BatchScores],
+    worker_id: str | None = None,
+    escape_formulas: bool = True,
+) -> str:
+    """Score chunk `index` of `job_id` and store its result; safe to run more than once.
+
+    `worker_id` marks the chunk as begun by this worker (its heartbeat tells the API whether
+    the chunk is still being scored). Returns what happened: `scored`, `already-done`,
+    `failed-job` or `expired`.
+    """
+    record = store.record(job_id)
+    if record is None:
+        return "expired"
+    if store.is_done(job_id, index):
+        return "already-done"
+    names = [f"in-{index}"] + ([f"x-{index}"] if record.kind == "file" else [])
+    blobs = store.blobs(job_id, names)
+    if blobs[0] is None:
+        return "expired"
+    if worker_id is not None:
+        store.mark_started(record, index, f"{time.time()}:{worker_id}")
+    raw = codec.decode_raw(blobs[0])
+    started = time.perf_counter()
+    scores = predict(build_matrix(raw))
+    seconds = time.perf_counter() - started
+    out: dict[str, bytes] = {f"out-{index}": codec.encode_scores(scores)}
+    if record.kind == "file" and blobs[1] is not None:
+        out[f"csv-{index}"] = codec.chunk_csv(
+            columns=codec.table_from_ipc(blobs[1]),
+            scores=codec.Results.of(scores),
+            header=index == 0,
+            escape=escape_formulas,
+        )
+    event = metrics_event(
+        model_version=scores.model_version,
+        rows=int(raw.shape[0]),
+        defaults=int(np.count_nonzero(scores.prediction)),
+        seconds=seconds,
+    )
+    store.put_chunk(record, index, out, f"{raw.shape[0]}:{scores.model_version}", event)
+    return "scored"
+
+
+# --- batch rows in the prediction metrics ----------------------------------------------------
+# A worker exports no metrics endpoint of its own: each chunk scored the first time queues one
+# event in the job store (`put_chunk`), and whichever API process is scraped next takes the
+# queued events and counts them in its own prediction metrics. Every row is counted once, by
+# one API process, and `/metrics` shows batch traffic next to single predictions.
+def metrics_event(*, model_version: str, rows: int, defaults: int, seconds: float) -> str:
+    return f"{model_version} {rows} {defaults} {seconds:.6f}"
+
+
+def record_events(store: JobStore, *, limit: int = 10_000) -> int:
+    """Count the queued chunk events in this process's metrics; returns how many were taken."""
+    taken = store.take_events(limit)
+    for event in taken:
+        try:
+            version, rows, defaults, seconds = event.split(" ")
+            metrics.record_batch(
+                model_version=version,
+                rows=int(rows),
+                defaults=int(defaults),
+                seconds=float(seconds),
+                ok=True,
+            )
+        except ValueError:
+            logger.warning("malformed batch metrics event {!r} skipped", event[:100])
+    return len(taken)
+
+
+def fail_job(*, store: JobStore, job_id: str, message: str) -> None:
+    record = store.record(job_id)
+    if record is not None:
+        store.set_failed(record, message)

@@ -1,0 +1,302 @@
+"""Submitting batch jobs and reading them back: what the API routes call.
+
+A job is split into chunks of BATCH_CHUNK_SIZE rows; each chunk's input is stored, then one task
+per chunk is published through the `Dispatcher` the caller hands in (the Celery app in
+production: this module, like the whole `api` package, never imports the worker).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from loan_default.core.clock import utc_iso
+from loan_default.core.config import Settings
+from loan_default.core.errors import NotFound, ServiceUnavailable
+from loan_default.features import build_matrix
+from loan_default.services.batch import codec
+from loan_default.services.batch.csv_input import ParsedFile
+from loan_default.services.batch.records import (
+    IdempotencyConflict,
+    JobRecord,
+    JobState,
+    Submitted,
+    new_job_id,
+    valid_job_id,
+)
+from loan_default.services.batch.stores import JobStore
+
+
+class Dispatcher(Protocol):
+    """Publishes one scoring task per chunk, and reports on its broker for /readyz."""
+
+    def dispatch(self, job_id: str, n_chunks: int) -> None: ...
+    def broker_status(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
+class DriftSink(Protocol):
+    def observe_matrix(
+        self, matrix: npt.NDArray[np.floating], *, sampling_rate: float | None = None
+    ) -> int: ...
+
+
+class BatchService:
+    """Submits jobs (record first, then tasks) and reads their state back."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: JobStore,
+        dispatcher: Dispatcher,
+        drift: Callable[[], DriftSink | None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.dispatcher = dispatcher
+        self._drift = drift
+
+    # --- submitting ----------------------------------------------------------------------
+    def submit_rows(
+        self,
+        *,
+        raw: npt.NDArray[np.float64],
+        idempotency_key: str | None = None,
+        owner: str | None = None,
+    ) -> Submitted:
+        """A JSON job: `raw` (n, 3) float64 in RAW_FEATURES order, already validated."""
+        raw = np.ascontiguousarray(raw, dtype=np.float64)
+        digest = hashlib.sha256(b"json\0" + raw.tobytes()).hexdigest()
+        return self._submit(
+            kind="json",
+            raw=raw,
+            table=None,
+            digest=digest,
+            idempotency_key=idempotency_key,
+            owner=owner,
+        )
+
+    def submit_file(
+        self,
+        *,
+        parsed: ParsedFile,
+        digest: str,
+        idempotency_key: str | None = None,
+        filename: str | None = None,
+        owner: str | None = None,
+    ) -> Submitted:
+        return self._submit(
+            kind="file",
+            raw=parsed.raw,
+            table=parsed.table,
+            digest=digest,
+            idempotency_key=idempotency_key,
+            skipped=parsed.bad_rows,
+            row_errors=parsed.row_errors,
+            filename=filename,
+            owner=owner,
+        )
+
+    def _submit(
+        self,
+        *,
+        kind: Literal["json", "file"],
+        raw: npt.NDArray[np.float64],
+        table: Any,
+        digest: str,
+        idempotency_key: str | None,
+        skipped: int = 0,
+        row_errors: list[dict[str, Any]] | None = None,
+        filename: str | None = None,
+        owner: str | None = None,
+    ) -> Submitted:
+        job_id = new_job_id()
+        ttl = self.settings.batch_result_ttl_s
+        idem = None
+        if idempotency_key is not None:
+            idem = hashlib.sha256(idempotency_key.encode()).hexdigest()
+            existing = self.store.claim(idem, f"{digest}:{job_id}", ttl)
+            if existing is not None:
+                old_digest, _, old_job = existing.partition(":")
+                if old_digest != digest:
+                    raise IdempotencyConflict(
+                        "this Idempotency-Key was used with a different request body"
+                    )
+                rec = self.store.record(old_job)
+                return Submitted(
+                    job_id=old_job,
+                    total=rec.total if rec else int(raw.shape[0]),
+                    replayed=True,
+                    skipped=rec.skipped if rec else skipped,
+                    row_errors=rec.row_errors if rec else (row_errors or []),
+                )
+        n = int(raw.shape[0])
+        size = self.settings.batch_chunk_size
+        starts = list(range(0, n, size))
+        now = time.time()
+        record = JobRecord(
+            job_id=job_id,
+            kind=kind,
+            total=n,
+            chunk_sizes=[min(size, n - s) for s in starts],
+            created_at=now,
+            expires_at=now + ttl,
+            skipped=skipped,
+            row_errors=row_errors or [],
+            filename=filename,
+            owner=owner,
+        )
+        blobs: dict[str, bytes] = {}
+        for i, s in enumerate(starts):
+            blobs[f"in-{i}"] = codec.encode_raw(raw[s : s + size])
+            if table is not None:
+                blobs[f"x-{i}"] = codec.table_to_ipc(table.slice(s, size))
+        try:
+            self.store.create(record, blobs)
+            try:
+                self.dispatcher.dispatch(job_id, record.n_chunks)
+            except Exception as exc:
+                self.store.delete(job_id)
+                raise ServiceUnavailable(
+                    "the batch broker is unavailable; retry shortly",
+                    detail={"broker": "unreachable"},
+                ) from exc
+        except ServiceUnavailable:
+            if idem is not None:
+                with contextlib.suppress(ServiceUnavailable):
+                    self.store.release(idem)
+            raise
+        self._sample_drift(raw)
+        return Submitted(job_id=job_id, total=n, skipped=skipped, row_errors=record.row_errors)
+
+    def _sample_drift(self, raw: npt.NDArray[np.float64]) -> None:
+        """Batch rows reach the API's PSI window at DRIFT_BATCH_SAMPLING_RATE, at submit time."""
+        sink = self._drift() if self._drift is not None else None
+        if sink is None or self.settings.drift_batch_sampling_rate <= 0:
+            return
+        sink.observe_matrix(
+            build_matrix(raw), sampling_rate=self.settings.drift_batch_sampling_rate
+        )
+
+    # --- reading -------------------------------------------------------------------------
+    def state(self, job_id: str, *, owner: str | None) -> JobState:
+        """The job if `owner` (the caller's key id) submitted it; any other caller gets the
+        same 404 as for an unknown id, so a job id cannot be probed with another key."""
+        state = self.store.state(job_id) if valid_job_id(job_id) else None
+        if state is None or owner is None or state.record.owner != owner:
+            raise NotFound(f"no batch job {job_id!r} (unknown, or its results expired)")
+        return state
+
+    def status(
+        self, job_id: str, *, owner: str | None, offset: int = 0, limit: int | None = None
+    ) -> dict[str, Any]:
+        state = self.state(job_id, owner=owner)
+        rec = state.record
+        status = state.status
+        data: dict[str, Any] = {
+            "job_id": rec.job_id,
+            "status": status,
+            "progress": state.progress,
+            "total": rec.total,
+            "completed": state.completed,
+            "model_version": state.model_version,
+            "created_at": utc_iso(rec.created_at),
+            "expires_at": utc_iso(rec.expires_at),
+        }
+        if rec.kind == "file":
+            data["skipped"] = rec.skipped
+            data["row_errors"] = rec.row_errors
+        if status == "FAILURE":
+            data["error"] = state.failure
+        elif status != "SUCCESS" and (waiting := self._awaiting_redelivery(state)):
+            data["awaiting_redelivery"] = waiting
+        if status == "SUCCESS":
+            limit = self.settings.batch_page_max_rows if limit is None else limit
+            data["offset"] = offset
+            data["limit"] = limit
+            data["results"] = self.results(state, offset=offset, limit=limit)
+            end = offset + len(data["results"])
+            data["next_offset"] = end if end < rec.total else None
+        return data
+
+    def results(self, state: JobState, *, offset: int, limit: int) -> list[dict[str, Any]]:
+        rec = state.record
+        if offset >= rec.total or limit <= 0:
+            return []
+        starts = rec.chunk_starts
+        end = min(rec.total, offset + limit)
+        first = int(np.searchsorted(starts, offset, side="right") - 1)
+        last = int(np.searchsorted(starts, end - 1, side="right") - 1)
+        names: list[str] = []
+        for i in range(first, last + 1):
+            names += [f"in-{i}", f"out-{i}"]
+        blobs = self.store.blobs(rec.job_id, names)
+        items: list[dict[str, Any]] = []
+        for k, i in enumerate(range(first, last + 1)):
+            raw_b, out_b = blobs[2 * k], blobs[2 * k + 1]
+            if raw_b is None or out_b is None:
+                raise NotFound(f"the results of batch job {rec.job_id!r} expired")
+            lo = max(offset, int(starts[i])) - int(starts[i])
+            hi = min(end, int(starts[i + 1])) - int(starts[i])
+            items += codec.result_items(
+                codec.decode_raw(raw_b)[lo:hi], codec.decode_scores(out_b).slice(lo, hi)
+            )
+        return items
+
+    def _awaiting_redelivery(self, state: JobState) -> dict[str, Any] | None:
+        """Chunks begun by a worker that has stopped beating (SIGKILLed, host lost).
+
+        Redis hands such a chunk to another worker only once CELERY_VISIBILITY_TIMEOUT_S has
+        passed since it was delivered.
+        """
+        begun = {
+            i: (float(ts), worker)
+            for i, (ts, _, worker) in ((i, m.partition(":")) for i, m in state.started.items())
+            if i not in state.done
+        }
+        if not begun:
+            return None
+        alive = self.store.alive(sorted({w for _, w in begun.values()}))
+        lost = [ts for ts, w in begun.values() if w not in alive]
+        if not lost:
+            return None
+        return {
+            "chunks": len(lost),
+            "expected_at": utc_iso(max(lost) + self.settings.celery_visibility_timeout_s),
+            "reason": "the worker scoring these chunks stopped; the broker redelivers them "
+            "once CELERY_VISIBILITY_TIMEOUT_S has passed",
+        }
+
+    def csv_chunks(self, job_id: str, *, owner: str | None) -> Iterator[bytes]:
+        """results.csv of a finished job, one chunk at a time (the caller streams it)."""
+        state = self.state(job_id, owner=owner)
+        if state.status != "SUCCESS":
+            raise NotFound(
+                f"batch job {job_id} has no results yet (status {state.status})",
+                detail={"status": state.status},
+            )
+        return self._iter_csv(state.record)
+
+    def _iter_csv(self, rec: JobRecord) -> Iterator[bytes]:
+        for i in range(rec.n_chunks):
+            if rec.kind == "file":
+                (data,) = self.store.blobs(rec.job_id, [f"csv-{i}"])
+                if data is None:
+                    return
+                yield data
+            else:
+                raw_b, out_b = self.store.blobs(rec.job_id, [f"in-{i}", f"out-{i}"])
+                if raw_b is None or out_b is None:
+                    return
+                yield codec.chunk_csv(
+                    columns=codec.raw_table(codec.decode_raw(raw_b)),
+                    scores=codec.decode_scores(out_b),
+                    header=i == 0,
+                )

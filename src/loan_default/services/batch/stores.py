@@ -1,0 +1,240 @@
+"""The job store: Redis, shared by every API process and worker.
+
+Keys are `<prefix><job>:rec|:done|:fail|:run|:b:<name>`, all expiring with the job
+(`BATCH_RESULT_TTL_S`). Writing a chunk's result is a pure overwrite of the same bytes followed
+by an idempotent map insert, so a chunk scored twice (at-least-once delivery) still counts once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from loan_default.core.config import Settings
+from loan_default.services.batch.records import JobRecord, JobState, StoreUnavailable
+
+
+class JobStore(Protocol):
+    def create(self, record: JobRecord, blobs: Mapping[str, bytes]) -> None: ...
+    def delete(self, job_id: str) -> None: ...
+    def record(self, job_id: str) -> JobRecord | None: ...
+    def state(self, job_id: str) -> JobState | None: ...
+    def blobs(self, job_id: str, names: Sequence[str]) -> list[bytes | None]: ...
+    def is_done(self, job_id: str, index: int) -> bool: ...
+    def put_chunk(
+        self,
+        record: JobRecord,
+        index: int,
+        blobs: Mapping[str, bytes],
+        marker: str,
+        event: str | None = None,
+    ) -> bool: ...
+    def take_events(self, limit: int) -> list[str]: ...
+    def set_failed(self, record: JobRecord, message: str) -> None: ...
+    def mark_started(self, record: JobRecord, index: int, marker: str) -> None: ...
+    def beat(self, worker_id: str, ttl_s: int) -> None: ...
+    def alive(self, worker_ids: Sequence[str]) -> set[str]: ...
+    def claim(self, key: str, value: str, ttl_s: int) -> str | None: ...
+    def release(self, key: str) -> None: ...
+    def ping(self) -> None: ...
+    def close(self) -> None: ...
+
+
+#: Most metrics events kept while no API process scrapes them (the oldest are dropped).
+MAX_PENDING_EVENTS = 100_000
+
+#: HSETNX the chunk's marker; the first time only, queue its metrics event. Returns 1 if new.
+_MARK_DONE = """
+local new = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+if new == 1 and ARGV[4] ~= '' then
+  redis.call('RPUSH', KEYS[2], ARGV[4])
+  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1)
+end
+return new
+"""
+
+
+class RedisJobStore:
+    """Job store in Redis: `<prefix><job>:rec|:done|:fail|:b:<name>`, all with the job's TTL."""
+
+    def __init__(self, url: str, *, prefix: str) -> None:
+        import redis
+
+        self._redis = redis
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10
+        )
+        self.prefix = prefix
+        self._events_key = f"{prefix}metrics:batch"
+        self._mark_done = self.client.register_script(_MARK_DONE)
+
+    def _k(self, job_id: str, suffix: str) -> str:
+        return f"{self.prefix}{job_id}:{suffix}"
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
+            raise StoreUnavailable(
+                "the batch job store is unavailable; retry shortly",
+                detail={"store": "redis"},
+            ) from exc
+
+    def create(self, record: JobRecord, blobs: Mapping[str, bytes]) -> None:
+        ttl = _ttl(record)
+
+        def run() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            for name, data in blobs.items():
+                pipe.set(self._k(record.job_id, f"b:{name}"), data, ex=ttl)
+            pipe.set(self._k(record.job_id, "rec"), record.model_dump_json(), ex=ttl)
+            pipe.execute()
+
+        self._call(run)
+
+    def delete(self, job_id: str) -> None:
+        def run() -> None:
+            keys = list(self.client.scan_iter(match=self._k(job_id, "*"), count=1000))
+            if keys:
+                self.client.delete(*keys)
+
+        self._call(run)
+
+    def record(self, job_id: str) -> JobRecord | None:
+        raw = self._call(lambda: self.client.get(self._k(job_id, "rec")))
+        return None if raw is None else JobRecord.model_validate_json(raw)
+
+    def state(self, job_id: str) -> JobState | None:
+        def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(self._k(job_id, "rec"))
+            pipe.hgetall(self._k(job_id, "done"))
+            pipe.get(self._k(job_id, "fail"))
+            pipe.hgetall(self._k(job_id, "run"))
+            return list(pipe.execute())
+
+        rec, done, fail, run_map = self._call(run)
+        if rec is None:
+            return None
+        return JobState(
+            record=JobRecord.model_validate_json(rec),
+            done={int(k): v.decode() for k, v in done.items()},
+            failure=None if fail is None else fail.decode(),
+            started={int(k): v.decode() for k, v in run_map.items()},
+        )
+
+    def blobs(self, job_id: str, names: Sequence[str]) -> list[bytes | None]:
+        keys = [self._k(job_id, f"b:{n}") for n in names]
+        return list(self._call(lambda: self.client.mget(keys))) if keys else []
+
+    def is_done(self, job_id: str, index: int) -> bool:
+        return bool(self._call(lambda: self.client.hexists(self._k(job_id, "done"), str(index))))
+
+    def put_chunk(
+        self,
+        record: JobRecord,
+        index: int,
+        blobs: Mapping[str, bytes],
+        marker: str,
+        event: str | None = None,
+    ) -> bool:
+        """Store a chunk's result blobs and mark it done; True if it was not done before.
+
+        The metrics `event` is queued only on that first time, in the same transaction, so a
+        chunk delivered twice is counted once whichever worker scored it.
+        """
+        ttl = _ttl(record)
+
+        def run() -> bool:
+            pipe = self.client.pipeline(transaction=True)
+            for name, data in blobs.items():
+                pipe.set(self._k(record.job_id, f"b:{name}"), data, ex=ttl)
+            self._mark_done(
+                keys=[self._k(record.job_id, "done"), self._events_key],
+                args=[str(index), marker, ttl, event or "", MAX_PENDING_EVENTS],
+                client=pipe,
+            )
+            return bool(pipe.execute()[-1])
+
+        result: bool = self._call(run)
+        return result
+
+    def take_events(self, limit: int) -> list[str]:
+        """Pop up to `limit` queued metrics events (each is taken by exactly one caller)."""
+        popped = self._call(lambda: self.client.lpop(self._events_key, limit))
+        return [_text(e) for e in popped or []]
+
+    def set_failed(self, record: JobRecord, message: str) -> None:
+        self._call(
+            lambda: self.client.set(self._k(record.job_id, "fail"), message, ex=_ttl(record))
+        )
+
+    def mark_started(self, record: JobRecord, index: int, marker: str) -> None:
+        key = self._k(record.job_id, "run")
+
+        def run() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(key, str(index), marker)
+            pipe.expire(key, _ttl(record))
+            pipe.execute()
+
+        self._call(run)
+
+    def beat(self, worker_id: str, ttl_s: int) -> None:
+        self._call(lambda: self.client.set(f"{self.prefix}worker:{worker_id}", b"1", ex=ttl_s))
+
+    def alive(self, worker_ids: Sequence[str]) -> set[str]:
+        ids = list(worker_ids)
+        if not ids:
+            return set()
+        found = self._call(lambda: self.client.mget([f"{self.prefix}worker:{w}" for w in ids]))
+        return {w for w, v in zip(ids, found, strict=True) if v is not None}
+
+    def claim(self, key: str, value: str, ttl_s: int) -> str | None:
+        k = f"{self.prefix}idem:{key}"
+
+        def run() -> str | None:
+            if self.client.set(k, value, nx=True, ex=ttl_s):
+                return None
+            existing = self.client.get(k)
+            return None if existing is None else _text(existing)
+
+        result: str | None = self._call(run)
+        return result
+
+    def release(self, key: str) -> None:
+        self._call(lambda: self.client.delete(f"{self.prefix}idem:{key}"))
+
+    def ping(self) -> None:
+        self._call(self.client.ping)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _ttl(record: JobRecord) -> int:
+    return max(1, math.ceil(record.expires_at - time.time()))
+
+
+def is_redis_url(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://", "unix://"))
+
+
+def store_url(settings: Settings) -> str:
+    """BATCH_STORE_URL, else the broker's Redis; empty when neither is configured."""
+    if settings.batch_store_url:
+        return settings.batch_store_url
+    return settings.celery_broker_url if is_redis_url(settings.celery_broker_url) else ""
+
+
+def store_from_settings(settings: Settings) -> JobStore | None:
+    """The configured Redis job store; None without one (batch routes then answer 503)."""
+    url = store_url(settings)
+    return RedisJobStore(url, prefix=settings.batch_key_prefix) if url else None
