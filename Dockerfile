@@ -75,7 +75,7 @@ WORKDIR /app
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /opt/data/Default_Fin.csv training/Default_Fin.csv
 COPY training/train.py training/train.py
-# Writable state for the non-root user: embedded MLflow store, Celery's embedded broker, reports,
+# Writable state for the non-root user: embedded MLflow store, `loan-default run`'s Redis, reports,
 # and /mlflow, the MLflow server's volume. A named volume takes the owner of the directory it is
 # mounted on, so this directory existing and owned by uid 1000 is what lets the server write there.
 RUN mkdir -p mlflow var reports /mlflow \

@@ -77,7 +77,6 @@ class Stack:
                 "MODEL_CACHE_DIR": str(self.tmp / "cache"),
                 "DATA_PATH": str(ROOT / "training" / "Default_Fin.csv"),
                 "CELERY_BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
-                "CELERY_DATA_DIR": str(self.tmp / "celery"),
                 "RATE_LIMIT_PER_MINUTE": "10000000",
                 "BATCH_CHUNK_SIZE": str(self.chunk_size),
                 "MAX_UPLOAD_BYTES": str(200_000_000),

@@ -159,8 +159,8 @@ def import_bundle(settings: Settings, path: Path, *, promote: bool = False) -> I
         data = load_training_csv(settings.data_file)
         _, X_te_raw, _, y_te = split(data)
         X_te = build_matrix(X_te_raw)
-        p_test, _ = bundle.score_matrix(X_te)
-        metrics = evaluate(y_te, p_test, threshold=bundle.card.threshold)
+        # measured through the serving kernel, as the gate measures a trained candidate
+        metrics = evaluate(y_te, bundle.score(X_te).probability, threshold=bundle.card.threshold)
         source = manifest["source_run"]
         experiment_id = registry.ensure_experiment()
         with mlflow.start_run(experiment_id=experiment_id, run_name="import") as run:

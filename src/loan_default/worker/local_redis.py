@@ -4,7 +4,7 @@ When CELERY_BROKER_URL is empty, `run` starts `redis-server` bound to 127.0.0.1 
 with its append-only file under RUN_REDIS_DIR (queued jobs and finished results survive a
 restart), and hands its URL to the API and the worker it starts. So local use runs exactly the
 broker and job store code production runs, and a 1000-row job takes milliseconds instead of the
-second an embedded, polling transport took.
+second the former embedded SQLite transport took (it polled).
 """
 
 from __future__ import annotations
