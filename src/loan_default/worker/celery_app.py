@@ -46,6 +46,12 @@ def create_celery(settings: Settings) -> Celery:
         "visibility_timeout": vt,
         "unacked_restore_interval": max(1, min(10, vt // 10)),
         "unacked_restore_throttle": 1,
+        # The restore pass runs under a Redis mutex that kombu holds for 300 s by default when
+        # its holder dies: a worker SIGKILLed inside a pass (it runs every second here) would
+        # block every redelivery for five minutes. A pass takes milliseconds; a shorter expiry
+        # at worst lets two passes overlap, which restores a message twice (chunks are
+        # idempotent).
+        "unacked_mutex_expire": max(2, min(30, vt // 2)),
         "socket_timeout": 5,
         "socket_connect_timeout": 2,
         "health_check_interval": 10,
