@@ -172,7 +172,7 @@ def _submit_rows(
     even a C parser holds the event loop 50-150 ms on such a body.
     Then pydantic validates straight from bytes (half the cost of FastAPI's body parameter for
     1000 items); errors keep FastAPI's shape, `loc` = body.predictions.<i>.<field>, capped at
-    BATCH_MAX_REPORTEDbatch_docs.ERRORS.
+    BATCH_MAX_REPORTED_ERRORS.
     """
     settings = batch.settings
     limit = settings.batch_max_rows
