@@ -92,23 +92,18 @@ class BatchState:
             self.dispatcher.close()
 
 
-async def _batch(request: Request) -> BatchState:
-    state: BatchState = request.app.state.batch
-    if state.service is None:
+async def _batch_service(request: Request) -> batch_service.BatchService:
+    service: batch_service.BatchService | None = request.app.state.batch.service
+    if service is None:
         raise ServiceUnavailable(
             "batch scoring is not configured on this server (CELERY_BROKER_URL is empty); "
             "`loan-default run` starts a broker for local use",
             detail={"broker": "not_configured"},
         )
-    return state
+    return service
 
 
-def _service(batch: BatchState) -> batch_service.BatchService:
-    assert batch.service is not None  # nosec B101 - `_batch` refused the request otherwise
-    return batch.service
-
-
-BatchDep = Annotated[BatchState, Depends(_batch)]
+BatchServiceDep = Annotated[batch_service.BatchService, Depends(_batch_service)]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -152,18 +147,18 @@ def _accepted(sub: batch_service.Submitted, *, kind: str) -> Response:
     summary="Queue up to BATCH_MAX_ROWS applicants for scoring",
 )
 async def submit_batch(
-    request: Request, batch: BatchDep, idempotency_key: IdempotencyKey = None
+    request: Request, service: BatchServiceDep, idempotency_key: IdempotencyKey = None
 ) -> Response:
     body = await request.body()
     # Off the event loop: even a capped body (MAX_BODY_BYTES) costs tens of ms to parse.
     sub = await run_in_threadpool(
-        _submit_rows, batch, body, _owner(request), _scoped(request, idempotency_key)
+        _submit_rows, service, body, _owner(request), _scoped(request, idempotency_key)
     )
     return _accepted(sub, kind="JSON")
 
 
 def _submit_rows(
-    batch: BatchState, body: bytes, owner: str, idempotency_key: str | None
+    service: batch_service.BatchService, body: bytes, owner: str, idempotency_key: str | None
 ) -> batch_service.Submitted:
     """Count, validate, check for repeated keys, submit: each step bounded by the one before.
 
@@ -174,7 +169,7 @@ def _submit_rows(
     1000 items); errors keep FastAPI's shape, `loc` = body.predictions.<i>.<field>, capped at
     BATCH_MAX_REPORTED_ERRORS.
     """
-    settings = batch.settings
+    settings = service.settings
     limit = settings.batch_max_rows
     shape = batch_input.json_shape(body)
     if shape.items is not None and shape.items > limit:
@@ -226,7 +221,7 @@ def _submit_rows(
             ]
         )
     raw = np.array([(p.employed, p.bank_balance, p.annual_salary) for p in rows], dtype=np.float64)
-    return _service(batch).submit_rows(raw=raw, idempotency_key=idempotency_key, owner=owner)
+    return service.submit_rows(raw=raw, idempotency_key=idempotency_key, owner=owner)
 
 
 def _owner(request: Request) -> str:
@@ -239,17 +234,17 @@ def _scoped(request: Request, idempotency_key: str | None) -> str | None:
     """Idempotency keys are per API key: two clients choosing the same key get separate jobs."""
     if idempotency_key is None:
         return None
-    return f"{getattr(request.state, 'key_id', '-')}:{idempotency_key}"
+    return f"{_owner(request)}:{idempotency_key}"
 
 
 def _parse_upload(
-    batch: BatchState,
+    service: batch_service.BatchService,
     upload: UploadFile,
     on_error: batch_service.OnError,
     idempotency_key: str | None,
     owner: str,
 ) -> batch_service.Submitted:
-    settings = batch.settings
+    settings = service.settings
     fh = upload.file
     fh.seek(0, 2)
     size = fh.tell()
@@ -273,7 +268,7 @@ def _parse_upload(
         max_header_bytes=settings.batch_csv_max_header_bytes,
         max_errors=settings.batch_max_reported_errors,
     )
-    return _service(batch).submit_file(
+    return service.submit_file(
         parsed=parsed,
         digest=digest.hexdigest(),
         idempotency_key=idempotency_key,
@@ -296,7 +291,7 @@ def _parse_upload(
 )
 async def submit_file(
     request: Request,
-    batch: BatchDep,
+    service: BatchServiceDep,
     on_error: Annotated[
         Literal["reject", "skip"],
         Query(description="reject: any bad row refuses the file; skip: score the valid rows."),
@@ -319,7 +314,7 @@ async def submit_file(
             )
         sub = await run_in_threadpool(
             _parse_upload,
-            batch,
+            service,
             file,
             on_error,
             _scoped(request, idempotency_key),
@@ -339,13 +334,13 @@ async def submit_file(
 async def job_status(
     request: Request,
     job_id: str,
-    batch: BatchDep,
+    service: BatchServiceDep,
     offset: Annotated[int, Query(ge=0, description="First result row (0-based).")] = 0,
     limit: Annotated[
         int | None, Query(ge=1, description="Rows per page (default and max BATCH_PAGE_MAX_ROWS).")
     ] = None,
 ) -> Response:
-    page_max = batch.settings.batch_page_max_rows
+    page_max = service.settings.batch_page_max_rows
     if limit is not None and limit > page_max:
         raise InvalidInput(
             f"limit must be at most {page_max}",
@@ -358,7 +353,7 @@ async def job_status(
             ],
         )
     data = await run_in_threadpool(
-        _service(batch).status, job_id, owner=_owner(request), offset=offset, limit=limit
+        service.status, job_id, owner=_owner(request), offset=offset, limit=limit
     )
     if data["status"] == "SUCCESS":
         data["results_csv"] = str(
@@ -375,9 +370,9 @@ async def job_status(
     response_class=StreamingResponse,
     summary="All results of a finished job as CSV (streamed; extra input columns included)",
 )
-async def job_results_csv(request: Request, job_id: str, batch: BatchDep) -> Response:
+async def job_results_csv(request: Request, job_id: str, service: BatchServiceDep) -> Response:
     chunks: Iterator[bytes] = await run_in_threadpool(
-        _service(batch).csv_chunks, job_id, owner=_owner(request)
+        service.csv_chunks, job_id, owner=_owner(request)
     )
     return StreamingResponse(
         chunks,
