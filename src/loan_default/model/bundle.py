@@ -65,6 +65,9 @@ class Scores:
     def default_risk(self) -> npt.NDArray[np.str_]:
         return risk_labels(self.risk_code)
 
+    def slice(self, lo: int, hi: int) -> Scores:
+        return Scores(self.probability[lo:hi], self.prediction[lo:hi], self.risk_code[lo:hi])
+
 
 def export_onnx(booster: xgb.Booster) -> bytes:
     """Convert the booster to ONNX (onnxmltools); output `probabilities` is (n, 2)."""

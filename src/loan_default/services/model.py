@@ -22,8 +22,8 @@ from loguru import logger
 
 from loan_default.core.config import Settings
 from loan_default.core.errors import ModelNotReady
-from loan_default.features import FEATURE_NAMES, feature_row, risk_labels
-from loan_default.model.bundle import ModelBundle, ModelLoadError
+from loan_default.features import FEATURE_NAMES, feature_row
+from loan_default.model.bundle import ModelBundle, ModelLoadError, Scores
 
 _NAMES = FEATURE_NAMES
 assert len(_NAMES) == 4  # nosec B101 - the literal in predict_one follows FEATURE_NAMES
@@ -58,17 +58,10 @@ class Prediction:
 
 @dataclass(frozen=True, slots=True)
 class BatchScores:
-    """Many rows scored by the kernel with one model version."""
+    """Many rows scored by the kernel, and the model version that scored them."""
 
     model_version: str
-    probability: npt.NDArray[np.float64]
-    prediction: npt.NDArray[np.int8]
-    risk_code: npt.NDArray[np.uint8]
-    features: npt.NDArray[np.float32]
-
-    @property
-    def default_risk(self) -> npt.NDArray[np.str_]:
-        return risk_labels(self.risk_code)
+    scores: Scores
 
 
 class ModelService:
@@ -177,13 +170,9 @@ class ModelService:
         bundle = self.require()
         if matrix.ndim != 2 or matrix.shape[1] != len(FEATURE_NAMES):
             raise ValueError(f"expected (n, {len(FEATURE_NAMES)}) matrix, got {matrix.shape}")
-        s = bundle.score(np.ascontiguousarray(matrix, dtype=np.float32))
         return BatchScores(
             model_version=bundle.version,
-            probability=s.probability,
-            prediction=s.prediction,
-            risk_code=s.risk_code,
-            features=matrix,
+            scores=bundle.score(np.ascontiguousarray(matrix, dtype=np.float32)),
         )
 
     # --- following the registry alias -----------------------------------------------------

@@ -13,7 +13,6 @@ inputs, scores and the uploaded columns. Decoding is zero-copy.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,8 +21,8 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.csv as pacsv  # type: ignore[import-untyped]
 
 from loan_default.features import FEATURE_NAMES, RAW_FEATURES, RISK_LABELS, saving_rate
+from loan_default.model.bundle import Scores
 from loan_default.services.batch.csv_input import escape_formulas
-from loan_default.services.model import BatchScores
 
 
 def table_to_ipc(table: Any) -> bytes:
@@ -64,26 +63,10 @@ def raw_table(raw: npt.NDArray[np.float64]) -> Any:
 
 
 # --- scores ----------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Results:
-    """A chunk's stored scores (risk_code indexes RISK_LABELS)."""
-
-    probability: npt.NDArray[np.float64]
-    prediction: npt.NDArray[np.int8]
-    risk_code: npt.NDArray[np.uint8]
-
-    @classmethod
-    def of(cls, scores: BatchScores) -> Results:
-        return cls(scores.probability, scores.prediction, scores.risk_code)
-
-    def slice(self, lo: int, hi: int) -> Results:
-        return Results(self.probability[lo:hi], self.prediction[lo:hi], self.risk_code[lo:hi])
-
-
 _SCORE_COLUMNS = ("probability", "prediction", "risk_code")
 
 
-def encode_scores(scores: BatchScores) -> bytes:
+def encode_scores(scores: Scores) -> bytes:
     return table_to_ipc(
         pa.table(
             {
@@ -95,15 +78,15 @@ def encode_scores(scores: BatchScores) -> bytes:
     )
 
 
-def decode_scores(data: bytes) -> Results:
+def decode_scores(data: bytes) -> Scores:
     table = table_from_ipc(data)
     if tuple(table.column_names) != _SCORE_COLUMNS:
         raise ValueError(f"not a scores blob: columns {table.column_names}")
-    return Results(*(table.column(n).to_numpy() for n in _SCORE_COLUMNS))
+    return Scores(*(table.column(n).to_numpy() for n in _SCORE_COLUMNS))
 
 
 # --- rendering -------------------------------------------------------------------------------
-def result_items(raw: npt.NDArray[np.float64], scores: Results) -> list[dict[str, Any]]:
+def result_items(raw: npt.NDArray[np.float64], scores: Scores) -> list[dict[str, Any]]:
     """Result items shaped exactly like the single predict's data (minus model_version)."""
     features = np.column_stack([raw, saving_rate(raw[:, 1], raw[:, 2])]).tolist()
     risk = [RISK_LABELS[c] for c in scores.risk_code.tolist()]
@@ -120,7 +103,7 @@ def result_items(raw: npt.NDArray[np.float64], scores: Results) -> list[dict[str
     ]
 
 
-def chunk_csv(*, columns: Any, scores: Results, header: bool, escape: bool = True) -> bytes:
+def chunk_csv(*, columns: Any, scores: Scores, header: bool, escape: bool = True) -> bytes:
     """One chunk of results.csv: the input columns (extra ones carried through) + the scores.
 
     `escape` (BATCH_CSV_ESCAPE_FORMULAS) neutralises text cells a spreadsheet would evaluate;

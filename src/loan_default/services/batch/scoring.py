@@ -44,23 +44,24 @@ def score_chunk(
         store.mark_started(record, index, f"{time.time()}:{worker_id}")
     raw = codec.decode_raw(blobs[0])
     started = time.perf_counter()
-    scores = predict(build_matrix(raw))
+    result = predict(build_matrix(raw))
     seconds = time.perf_counter() - started
+    scores = result.scores
     out: dict[str, bytes] = {f"out-{index}": codec.encode_scores(scores)}
     if record.kind == "file" and blobs[1] is not None:
         out[f"csv-{index}"] = codec.chunk_csv(
             columns=codec.table_from_ipc(blobs[1]),
-            scores=codec.Results.of(scores),
+            scores=scores,
             header=index == 0,
             escape=escape_formulas,
         )
     event = metrics_event(
-        model_version=scores.model_version,
+        model_version=result.model_version,
         rows=int(raw.shape[0]),
         defaults=int(np.count_nonzero(scores.prediction)),
         seconds=seconds,
     )
-    store.put_chunk(record, index, out, f"{raw.shape[0]}:{scores.model_version}", event)
+    store.put_chunk(record, index, out, f"{raw.shape[0]}:{result.model_version}", event)
     return "scored"
 
 
