@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 import pyarrow.csv as pacsv  # type: ignore[import-untyped]
 
 from loan_default.core.errors import InvalidInput
+from loan_default.core.json_keys import RepeatedKeys
 from loan_default.features import BOUNDS, RAW_COLUMNS, RAW_FEATURES
 
 OnError = Literal["reject", "skip"]
@@ -111,49 +111,27 @@ def _decodes_to_predictions(key: bytes) -> bool:
         return False
 
 
-class _Object(dict[str, Any]):
-    """A JSON object that remembers which of its keys were repeated."""
-
-    __slots__ = ("repeated",)
-    repeated: frozenset[str]
+#: Feature keys repeated inside one batch item are refused, as on the single predict.
+_REPEATS: Final = RepeatedKeys(RAW_FEATURES)
 
 
-def _object_pairs(pairs: list[tuple[str, Any]]) -> _Object:
-    obj = _Object(pairs)
-    obj.repeated = (
-        frozenset(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
-        if len(obj) != len(pairs)
-        else frozenset()
-    )
-    return obj
+def _items(doc: Any) -> list[Any]:
+    items = doc.get("predictions") if isinstance(doc, dict) else None
+    return items if isinstance(items, list) else []
 
 
 def duplicate_feature_key(body: bytes, n_items: int) -> tuple[int, str] | None:
     """(item index, key) of the first feature key repeated inside one batch item, else None.
 
-    `body` is a validated batch (every item holds each feature). Fast path (~1 us per KB): without
-    escapes, a key spelled `"employed"` appears exactly once per item unless an item repeats it
-    (or an extra field mentions it); only then is the body re-parsed with Python's json module,
-    which reports pairs in order, to find the item exactly.
+    `body` is a validated batch (every item holds each feature once unless it repeats one).
     """
-    if b"\\" not in body and all(
-        body.count(f'"{name}"'.encode()) == n_items for name in RAW_FEATURES
-    ):
-        return None
     try:
-        doc = json.loads(body, object_pairs_hook=_object_pairs)
+        return _REPEATS.find(body, objects=n_items, pick=_items)
     except (ValueError, RecursionError):
         raise InvalidInput(
             "the body could not be checked for duplicate keys (nested too deeply)",
             detail=[{"type": "json_invalid", "loc": ["body"], "msg": "nested too deeply"}],
         ) from None
-    items = doc.get("predictions") if isinstance(doc, dict) else None
-    for i, item in enumerate(items if isinstance(items, list) else []):
-        repeated: frozenset[str] = getattr(item, "repeated", frozenset())
-        for name in RAW_FEATURES:
-            if name in repeated:
-                return i, name
-    return None
 
 
 # --- CSV uploads: header first -------------------------------------------------------------------
