@@ -146,7 +146,7 @@ def import_bundle(settings: Settings, path: Path, *, promote: bool = False) -> I
     from loan_default.data.dataset import load_training_csv
     from loan_default.features import build_matrix
     from loan_default.training.metrics import evaluate
-    from loan_default.training.pipeline import gate, log_bundle_model, split
+    from loan_default.training.pipeline import decide_promotion, log_bundle_model, split
 
     registry = Registry(settings)
     with tempfile.TemporaryDirectory(prefix="loan-default-import-") as tmp:
@@ -188,14 +188,15 @@ def import_bundle(settings: Settings, path: Path, *, promote: bool = False) -> I
         "data_sha256": bundle.card.data_sha256,
     }.items():
         client.set_model_version_tag(settings.model_name, version, k, v)
-    if promote:
-        promoted, reason = True, "imported with --promote (gate not applied)"
-    else:
-        decision = gate(settings, registry, metrics, X_te, y_te)
-        promoted, reason = decision.promoted, decision.reason
-    client.set_model_version_tag(settings.model_name, version, "gate_reason", reason)
-    if promoted:
-        registry.promote(version, reason=reason)
-    else:
-        client.set_model_version_tag(settings.model_name, version, "promoted", "false")
-    return ImportResult(version, promoted, reason, manifest["source_version"], metrics)
+    decision = decide_promotion(
+        settings,
+        registry,
+        version,
+        metrics,
+        X_te,
+        y_te,
+        forced_reason="imported with --promote (gate not applied)" if promote else None,
+    )
+    return ImportResult(
+        version, decision.promoted, decision.reason, manifest["source_version"], metrics
+    )

@@ -157,6 +157,32 @@ def gate(
     return GateDecision(True, f"better than production: {cmp}", prod_version, prod_metrics)
 
 
+def decide_promotion(
+    settings: Settings,
+    registry: Registry,
+    version: str,
+    metrics: dict[str, float],
+    X_test: npt.NDArray[np.float32],
+    y_test: npt.NDArray[np.int64],
+    *,
+    forced_reason: str | None = None,
+) -> GateDecision:
+    """Gate a newly registered version (or promote it regardless, with `forced_reason`), record
+    the reason on the version, and move the alias when it passes: training and `model import`
+    decide the same way."""
+    if forced_reason is not None:
+        decision = GateDecision(True, forced_reason, registry.alias_version(), None)
+    else:
+        decision = gate(settings, registry, metrics, X_test, y_test)
+    client = registry.client
+    client.set_model_version_tag(settings.model_name, version, "gate_reason", decision.reason)
+    if decision.promoted:
+        registry.promote(version, reason=decision.reason)
+    else:
+        client.set_model_version_tag(settings.model_name, version, "promoted", "false")
+    return decision
+
+
 def _pyfunc_code_path() -> str:
     spec = importlib.util.find_spec("loan_default.registry.pyfunc_model")
     assert spec is not None  # nosec B101 - type narrowing for mypy on an invariant, not input validation
@@ -340,12 +366,7 @@ def train(
         # The gate measures the candidate through the serving kernel (ONNX + the card), the code
         # path the API and the workers answer with, not through the training estimator.
         gate_metrics = evaluate(y_te, served.probability, threshold=chosen["threshold"])
-        decision = gate(settings, registry, gate_metrics, X_te, y_te)
-        client.set_model_version_tag(settings.model_name, version, "gate_reason", decision.reason)
-        if decision.promoted:
-            registry.promote(version, reason=decision.reason)
-        else:
-            client.set_model_version_tag(settings.model_name, version, "promoted", "false")
+        decision = decide_promotion(settings, registry, version, gate_metrics, X_te, y_te)
         mlflow.set_tags(
             {
                 "model_version": version,
