@@ -137,15 +137,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     # --- parser callbacks ----------------------------------------------------------------
     def on_url(self, url: bytes) -> None:
-        self.url += url
         self._head_size += len(url)
+        super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_size += len(name) + len(value)
-        name = name.lower()
-        if name == b"expect" and value.lower() == b"100-continue":
-            self.expect_100_continue = True
-        self.headers.append((name, value))
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         if self._head_size > self.limits.max_header_bytes:
