@@ -85,8 +85,8 @@ class ReadyData(BaseModel):
     """When not ready: a code (`loading`, `registry_unreachable`, `model_version_refused`); the
     detail is in the log."""
     rate_limit: dict[str, Any] | None = None
-    """The rate limiter's storage: `shared` or `degraded` (its Redis is down, each process limits
-    on its own)."""
+    """The rate limiter: `storage` (`memory` or `redis`) and `status` (`ok`, or `degraded` while
+    its Redis is down and each process limits on its own)."""
 
 
 class FeaturesUsed(BaseModel):

@@ -25,9 +25,6 @@ from loan_default.core.errors import ModelNotReady
 from loan_default.features import FEATURE_NAMES, feature_row
 from loan_default.model.bundle import ModelBundle, ModelLoadError, Scores
 
-_NAMES = FEATURE_NAMES
-assert len(_NAMES) == 4  # nosec B101 - the literal in predict_one follows FEATURE_NAMES
-
 #: Called with a version string, returns the loaded bundle (raises on failure).
 BundleLoader = Callable[[str], ModelBundle]
 #: Returns the version the serving alias points to now (None: no such alias yet).
@@ -151,10 +148,10 @@ class ModelService:
             model_version=bundle.version,
             # FEATURE_NAMES order; indexed rather than zip(): 0.2 us instead of 0.9 on this path
             features_used={
-                _NAMES[0]: row[0],
-                _NAMES[1]: row[1],
-                _NAMES[2]: row[2],
-                _NAMES[3]: row[3],
+                FEATURE_NAMES[0]: row[0],
+                FEATURE_NAMES[1]: row[1],
+                FEATURE_NAMES[2]: row[2],
+                FEATURE_NAMES[3]: row[3],
             },
             contributions=(
                 bundle.contributions(employed, bank_balance, annual_salary) if explain else None

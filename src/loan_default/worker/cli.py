@@ -37,21 +37,17 @@ def worker_argv(args: argparse.Namespace, *, concurrency: int, queue: str) -> li
 def cmd_worker(args: argparse.Namespace) -> int:
     from loan_default.core.config import settings_or_exit as _settings
     from loan_default.core.logging import configure_logging
-    from loan_default.worker.celery_app import default_app
+    from loan_default.worker.celery_app import BrokerNotConfigured, default_app
 
     settings = _settings()
     configure_logging(settings)
-    if not settings.celery_broker_url:
-        print(
-            "error: CELERY_BROKER_URL is not set (a Redis URL); `loan-default run` starts a "
-            "private Redis for local use",
-            file=sys.stderr,
-        )
+    try:
+        app = default_app()
+    except BrokerNotConfigured as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     concurrency = args.concurrency or settings.worker_concurrency or os.cpu_count() or 1
-    default_app().worker_main(
-        worker_argv(args, concurrency=concurrency, queue=settings.celery_queue)
-    )
+    app.worker_main(worker_argv(args, concurrency=concurrency, queue=settings.celery_queue))
     return 0
 
 

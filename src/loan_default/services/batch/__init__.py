@@ -21,13 +21,7 @@ from loan_default.services.batch.records import (
 )
 from loan_default.services.batch.scoring import fail_job, score_chunk
 from loan_default.services.batch.service import BatchService, Dispatcher, DriftSink
-from loan_default.services.batch.stores import (
-    JobStore,
-    RedisJobStore,
-    is_redis_url,
-    store_from_settings,
-    store_url,
-)
+from loan_default.services.batch.stores import JobStore, RedisJobStore, store_from_settings
 
 __all__ = [
     "BatchService",
@@ -45,11 +39,9 @@ __all__ = [
     "StoreUnavailable",
     "Submitted",
     "fail_job",
-    "is_redis_url",
     "new_job_id",
     "parse_csv",
     "score_chunk",
     "store_from_settings",
-    "store_url",
     "valid_job_id",
 ]
