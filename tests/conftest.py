@@ -6,6 +6,7 @@ import os
 import socket
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,3 +117,21 @@ def bundle(trained_settings: Settings):  # type: ignore[no-untyped-def]
     loaded = Registry(trained_settings).load_alias()
     assert loaded is not None
     return loaded
+
+
+@pytest.fixture
+def quick_training(monkeypatch: pytest.MonkeyPatch, bundle: Any) -> int:
+    """Retrain through the real pipeline, fitting only the registered family at the depth the
+    session model chose (returned).
+
+    For the lifecycle tests (gate, registry, the PostgreSQL backend): the family and depth search
+    is what `test_first_training_meets_targets_and_is_promoted` measures; repeated in every
+    retraining it cost ~30 extra model fits each. Same seed, data and depth, so the retrained
+    model equals the session model (the gate finds it "not better", never better).
+    """
+    from loan_default.training import candidates, pipeline
+
+    depth = int(bundle.card.params["max_depth"])
+    monkeypatch.setattr(pipeline, "FAMILIES", (Settings.model_fields["candidate"].default,))
+    monkeypatch.setattr(candidates, "XGB_DEPTHS", (depth,))
+    return depth
