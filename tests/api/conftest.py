@@ -1,4 +1,6 @@
-"""Real uvicorn servers (`loan-default serve` subprocesses) against MLflow stores in tmp dirs."""
+"""The API under test: in process (`api`: create_app + an httpx client over ASGI) for contracts
+and error paths, and real uvicorn servers (`loan-default serve` subprocesses on MLflow stores in
+tmp dirs) where the process boundary is what is tested."""
 
 from __future__ import annotations
 
@@ -9,11 +11,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
-from tests.conftest import DATA_FILE, TEST_API_KEY, free_port, queued_batch
+from loan_default.api.app import create_app
+from loan_default.core.config import Settings
+from loan_default.services.model import ModelService
+from tests.conftest import DATA_FILE, TEST_API_KEY, RecordingDispatcher, free_port, queued_batch
 
 CLI = str(Path(sys.executable).parent / "loan-default")
 JSON_HEADERS = {"X-API-Key": TEST_API_KEY, "Content-Type": "application/json"}
@@ -115,3 +122,23 @@ def api_server(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) ->
     env = store_env(trained_store, rate_limit_per_minute=100_000, drift_interval_s=0.5)
     with running(env, tmp_path_factory.mktemp("api-server")) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def api(trained_settings: Settings, bundle: Any) -> Iterator[TestClient]:
+    """The app in process with the real promoted model (v1 @production) and its lifespan run.
+
+    starlette's TestClient is an httpx client over the ASGI app (sync, like the tests), so an
+    error raises in the test with its traceback instead of surfacing as a server log. Batch
+    submits go to a recording dispatcher; the limit is one no contract test reaches.
+    """
+    settings = trained_settings.model_copy(
+        update={"rate_limit_per_minute": 100_000, "drift_interval_s": 0.5}
+    )
+    app = create_app(
+        settings,
+        model_service=ModelService(settings=settings, bundle=bundle),
+        dispatcher=RecordingDispatcher(),
+    )
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client

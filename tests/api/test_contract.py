@@ -1,4 +1,10 @@
-"""The API contract (issue 3) against a real uvicorn server on a trained MLflow store."""
+"""The API contract (issue 3): every route's answers and error paths.
+
+In process (`create_app` with the real promoted model, through httpx's ASGI transport), so a
+failure shows its assertion and traceback rather than a server log. The last section keeps a
+real uvicorn server for what only a process boundary shows: chunked bodies on the wire, a
+malformed request line, and what the server process logs.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 import xgboost as xgb
+from fastapi.testclient import TestClient
 
 from tests.api.conftest import GOOD, JSON_HEADERS, Server, metric_value
 from tests.conftest import TEST_API_KEY
@@ -17,8 +24,12 @@ from tests.conftest import TEST_API_KEY
 pytestmark = pytest.mark.integration
 
 
-def _predict(server: Server, body: Any, **kwargs: Any) -> httpx.Response:
-    return httpx.post(f"{server.url}/api/v1/predict", json=body, headers=JSON_HEADERS, **kwargs)
+def _predict(api: TestClient, body: Any, **kwargs: Any) -> httpx.Response:
+    return api.post("/api/v1/predict", json=body, headers=JSON_HEADERS, **kwargs)
+
+
+def _predict_at(server: Server, body: Any) -> httpx.Response:
+    return httpx.post(f"{server.url}/api/v1/predict", json=body, headers=JSON_HEADERS)
 
 
 def _assert_envelope(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -34,8 +45,8 @@ def _assert_envelope(r: httpx.Response, status: int, code: str) -> dict[str, Any
 
 
 # --- probes, info, docs ------------------------------------------------------------------
-def test_healthz_needs_no_key(api_server: Server) -> None:
-    r = httpx.get(f"{api_server.url}/healthz")
+def test_healthz_needs_no_key(api: TestClient) -> None:
+    r = api.get("/healthz")
     assert r.status_code == 200
     body = r.json()
     assert body["success"] is True
@@ -43,8 +54,8 @@ def test_healthz_needs_no_key(api_server: Server) -> None:
     assert body["message"]
 
 
-def test_readyz_reports_loaded_model(api_server: Server) -> None:
-    r = httpx.get(f"{api_server.url}/readyz")
+def test_readyz_reports_loaded_model(api: TestClient) -> None:
+    r = api.get("/readyz")
     assert r.status_code == 200
     data = r.json()["data"]
     assert data["status"] == "ready"
@@ -53,8 +64,8 @@ def test_readyz_reports_loaded_model(api_server: Server) -> None:
     assert data["model_version"] == "1"
 
 
-def test_predict_contract(api_server: Server, bundle: Any) -> None:
-    r = _predict(api_server, GOOD)
+def test_predict_contract(api: TestClient, bundle: Any) -> None:
+    r = _predict(api, GOOD)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["success"] is True
@@ -79,7 +90,7 @@ def test_predict_contract(api_server: Server, bundle: Any) -> None:
     assert p == pytest.approx(bundle.score_one(1, 8754.36, 532339.56).probability, abs=1e-9)
 
 
-def test_prediction_uses_stored_threshold_not_half(api_server: Server, bundle: Any) -> None:
+def test_prediction_uses_stored_threshold_not_half(api: TestClient, bundle: Any) -> None:
     """A probability between the card's threshold and 0.5 must be predicted as default."""
     threshold = bundle.card.threshold
     assert threshold != 0.5
@@ -92,16 +103,16 @@ def test_prediction_uses_stored_threshold_not_half(api_server: Server, bundle: A
             break
     if found is None:
         pytest.skip("no probe row lands between the threshold and 0.5 for this model")
-    data = _predict(
-        api_server, {"employed": 0, "bank_balance": found, "annual_salary": 20000.0}
-    ).json()["data"]
+    data = _predict(api, {"employed": 0, "bank_balance": found, "annual_salary": 20000.0}).json()[
+        "data"
+    ]
     assert data["prediction"] == int(data["probability"] >= threshold)
     assert data["prediction"] != int(data["probability"] >= 0.5)
 
 
-def test_explain_contributions_sum_to_raw_margin(api_server: Server, bundle: Any) -> None:
+def test_explain_contributions_sum_to_raw_margin(api: TestClient, bundle: Any) -> None:
     body = {"employed": 0, "bank_balance": 20000.0, "annual_salary": 100000.0}
-    r = httpx.post(f"{api_server.url}/api/v1/predict?explain=true", json=body, headers=JSON_HEADERS)
+    r = api.post("/api/v1/predict?explain=true", json=body, headers=JSON_HEADERS)
     assert r.status_code == 200, r.text
     contribs = r.json()["data"]["contributions"]
     assert set(contribs) == {"employed", "bank_balance", "annual_salary", "saving_rate", "bias"}
@@ -110,8 +121,8 @@ def test_explain_contributions_sum_to_raw_margin(api_server: Server, bundle: Any
     assert math.fsum(contribs.values()) == pytest.approx(margin, abs=1e-4)
 
 
-def test_model_info(api_server: Server) -> None:
-    r = httpx.get(f"{api_server.url}/api/v1/model/info", headers=JSON_HEADERS)
+def test_model_info(api: TestClient) -> None:
+    r = api.get("/api/v1/model/info", headers=JSON_HEADERS)
     assert r.status_code == 200
     data = r.json()["data"]
     for key in (
@@ -133,8 +144,8 @@ def test_model_info(api_server: Server) -> None:
     assert "roc_auc" in data["test_metrics"]
 
 
-def test_drift_endpoint_shape(api_server: Server) -> None:
-    r = httpx.get(f"{api_server.url}/api/v1/monitoring/drift", headers=JSON_HEADERS)
+def test_drift_endpoint_shape(api: TestClient) -> None:
+    r = api.get("/api/v1/monitoring/drift", headers=JSON_HEADERS)
     assert r.status_code == 200
     data = r.json()["data"]
     assert set(data["psi"]) == {"employed", "bank_balance", "annual_salary", "saving_rate"}
@@ -143,9 +154,9 @@ def test_drift_endpoint_shape(api_server: Server) -> None:
     assert isinstance(data["drift_detected"], bool)
 
 
-def test_metrics_docs_openapi(api_server: Server) -> None:
-    _predict(api_server, GOOD)
-    text = httpx.get(f"{api_server.url}/metrics").text
+def test_metrics_docs_openapi(api: TestClient) -> None:
+    _predict(api, GOOD)
+    text = api.get("/metrics").text
     for name in (
         "loan_predictions_total",
         "loan_prediction_duration_seconds_bucket",
@@ -164,8 +175,8 @@ def test_metrics_docs_openapi(api_server: Server) -> None:
     assert 'handler="/api/v1/predict"' in text
     assert 'handler="/metrics"' not in text
     assert 'handler="/healthz"' not in text
-    assert httpx.get(f"{api_server.url}/docs").status_code == 200
-    spec = httpx.get(f"{api_server.url}/openapi.json").json()
+    assert api.get("/docs").status_code == 200
+    spec = api.get("/openapi.json").json()
     assert "/api/v1/predict" in spec["paths"]
     schema = spec["paths"]["/api/v1/predict"]["post"]["requestBody"]["content"]["application/json"][
         "schema"
@@ -173,9 +184,9 @@ def test_metrics_docs_openapi(api_server: Server) -> None:
     assert set(schema["required"]) == {"employed", "bank_balance", "annual_salary"}
 
 
-def test_request_id_and_security_headers(api_server: Server) -> None:
-    r = httpx.post(
-        f"{api_server.url}/api/v1/predict",
+def test_request_id_and_security_headers(api: TestClient) -> None:
+    r = api.post(
+        "/api/v1/predict",
         json=GOOD,
         headers={**JSON_HEADERS, "X-Request-ID": "trace-abc.123"},
     )
@@ -184,22 +195,22 @@ def test_request_id_and_security_headers(api_server: Server) -> None:
     assert r.headers["x-frame-options"] == "DENY"
     for h in ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"):
         assert h in r.headers
-    unsafe = httpx.get(f"{api_server.url}/healthz", headers={"X-Request-ID": "bad id\twith\ttabs"})
+    unsafe = api.get("/healthz", headers={"X-Request-ID": "bad id\twith\ttabs"})
     assert unsafe.headers["x-request-id"] != "bad id\twith\ttabs"
     assert len(unsafe.headers["x-request-id"]) == 32
 
 
 # --- errors ------------------------------------------------------------------------------
-def test_unknown_path_404(api_server: Server) -> None:
-    _assert_envelope(httpx.get(f"{api_server.url}/api/v1/nope"), 404, "not_found")
+def test_unknown_path_404(api: TestClient) -> None:
+    _assert_envelope(api.get("/api/v1/nope"), 404, "not_found")
 
 
-def test_missing_key_401_wrong_key_403(api_server: Server) -> None:
-    r = httpx.post(f"{api_server.url}/api/v1/predict", json=GOOD)
+def test_missing_key_401_wrong_key_403(api: TestClient) -> None:
+    r = api.post("/api/v1/predict", json=GOOD)
     _assert_envelope(r, 401, "unauthorized")
-    r = httpx.post(f"{api_server.url}/api/v1/predict", json=GOOD, headers={"X-API-Key": "nope"})
+    r = api.post("/api/v1/predict", json=GOOD, headers={"X-API-Key": "nope"})
     _assert_envelope(r, 403, "forbidden")
-    r = httpx.get(f"{api_server.url}/api/v1/model/info")
+    r = api.get("/api/v1/model/info")
     _assert_envelope(r, 401, "unauthorized")
 
 
@@ -227,8 +238,8 @@ def test_missing_key_401_wrong_key_403(api_server: Server) -> None:
         ('{"employed": 1, "bank_balance": 1, "annual_salary": 1e13}', "annual_salary"),
     ],
 )
-def test_bad_field_422_names_it(api_server: Server, raw: str, field: str) -> None:
-    r = httpx.post(f"{api_server.url}/api/v1/predict", content=raw, headers=JSON_HEADERS)
+def test_bad_field_422_names_it(api: TestClient, raw: str, field: str) -> None:
+    r = api.post("/api/v1/predict", content=raw, headers=JSON_HEADERS)
     body = _assert_envelope(r, 422, "validation_error")
     assert field in body["message"]
     assert isinstance(body["detail"], list)
@@ -239,38 +250,37 @@ def test_bad_field_422_names_it(api_server: Server, raw: str, field: str) -> Non
     "raw",
     [b"not json", b"", b"null", b"[1, 2]", b'"text"', b"{", b'{"employed": 1,}', b"\xff\xfe"],
 )
-def test_non_json_or_wrong_shape_422(api_server: Server, raw: bytes) -> None:
-    r = httpx.post(f"{api_server.url}/api/v1/predict", content=raw, headers=JSON_HEADERS)
+def test_non_json_or_wrong_shape_422(api: TestClient, raw: bytes) -> None:
+    r = api.post("/api/v1/predict", content=raw, headers=JSON_HEADERS)
     _assert_envelope(r, 422, "validation_error")
 
 
 @pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", None])
-def test_wrong_content_type_415(api_server: Server, ctype: str | None) -> None:
+def test_wrong_content_type_415(api: TestClient, ctype: str | None) -> None:
     headers = {"X-API-Key": TEST_API_KEY}
     if ctype:
         headers["Content-Type"] = ctype
-    r = httpx.post(
-        f"{api_server.url}/api/v1/predict",
+    r = api.post(
+        "/api/v1/predict",
         content=b'{"employed": 1, "bank_balance": 1, "annual_salary": 1}',
         headers=headers,
     )
     _assert_envelope(r, 415, "unsupported_media_type")
 
 
-def test_bad_explain_flag_422(api_server: Server) -> None:
-    r = httpx.post(
-        f"{api_server.url}/api/v1/predict?explain=maybe", json=GOOD, headers=JSON_HEADERS
-    )
+def test_bad_explain_flag_422(api: TestClient) -> None:
+    r = api.post("/api/v1/predict?explain=maybe", json=GOOD, headers=JSON_HEADERS)
     body = _assert_envelope(r, 422, "validation_error")
     assert "explain" in body["message"]
 
 
-def test_huge_body_413_with_length(api_server: Server) -> None:
+def test_huge_body_413_with_length(api: TestClient) -> None:
     raw = b'{"employed": 1, "pad": "' + b"x" * 3_000_000 + b'"}'
-    r = httpx.post(f"{api_server.url}/api/v1/predict", content=raw, headers=JSON_HEADERS)
+    r = api.post("/api/v1/predict", content=raw, headers=JSON_HEADERS)
     _assert_envelope(r, 413, "payload_too_large")
 
 
+# --- at the process boundary (a real uvicorn server) ----------------------------------
 def test_huge_chunked_body_413(api_server: Server) -> None:
     def chunks():  # type: ignore[no-untyped-def]
         yield b'{"employed": 1, "pad": "'
@@ -293,6 +303,7 @@ def test_malformed_http_never_500(api_server: Server) -> None:
 
 
 def test_no_500_and_no_key_in_logs(api_server: Server) -> None:
+    assert _predict_at(api_server, GOOD).status_code == 200
     text = httpx.get(f"{api_server.url}/metrics").text
     assert not metric_value(text, "http_requests_total", {"status": "500"})
     logs = api_server.logs()
