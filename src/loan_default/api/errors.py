@@ -46,6 +46,12 @@ class Forbidden(LoanDefaultError):
     code = "forbidden"
 
 
+class InsufficientScope(Forbidden):
+    """A valid key without the scope the route needs (OAuth's name for it, RFC 6750)."""
+
+    code = "insufficient_scope"
+
+
 class RateLimited(LoanDefaultError):
     status_code = 429
     code = "rate_limited"
