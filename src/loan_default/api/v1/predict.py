@@ -148,12 +148,11 @@ async def predict(request: Request) -> Response:
         features["saving_rate"],
     )
     request.state.model_version = result.model_version
+    data = result.as_dict()
+    if payload.reference is not None:
+        data["reference"] = payload.reference
     return JSONBytes(
-        {
-            "success": True,
-            "data": result.as_dict(),
-            "message": f"{result.default_risk} default risk",
-        }
+        {"success": True, "data": data, "message": f"{result.default_risk} default risk"}
     )
 
 
