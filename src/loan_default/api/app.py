@@ -18,7 +18,7 @@ from fastapi import Depends, FastAPI
 from loguru import logger
 
 from loan_default.api import errors as api_errors
-from loan_default.api.deps import authorize, key_table
+from loan_default.api.deps import KeyTable, authorize
 from loan_default.api.middleware import RequestMiddleware
 from loan_default.api.ratelimit import RateLimiter
 from loan_default.api.schemas import ErrorEnvelope, JSONBytes
@@ -114,7 +114,7 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
-    app.state.api_keys = key_table(settings)
+    app.state.api_keys = KeyTable.from_settings(settings)
     app.state.limiter = RateLimiter(
         per_minute=settings.rate_limit_per_minute,
         storage_uri=settings.rate_limit_storage_uri,

@@ -39,9 +39,18 @@ class Principal:
     scopes: frozenset[str]
 
 
-def key_table(settings: Settings) -> tuple[tuple[str, frozenset[str]], ...]:
+@dataclass(frozen=True, slots=True)
+class KeyTable:
     """What `authorize` compares against, built once by `create_app` (`app.state.api_keys`)."""
-    return tuple(sorted(settings.key_scopes.items()))
+
+    digests: tuple[str, ...]
+    scopes: dict[str, frozenset[str]]
+    """Read only after a digest matched: the lookup's timing tells nothing the answer does not."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyTable:
+        scopes = settings.key_scopes
+        return cls(tuple(sorted(scopes)), scopes)
 
 
 async def get_settings(request: Request) -> Settings:
@@ -74,10 +83,13 @@ async def authorize(request: Request) -> Principal:
     scopes: frozenset[str] = frozenset()
     if key:
         digest = hashlib.sha256(key.encode()).hexdigest()
-        for accepted, granted in state.api_keys:
-            if hmac.compare_digest(digest, accepted):
-                scopes = granted
-                key_id = digest[:16]
+        table: KeyTable = state.api_keys
+        matched = False
+        for accepted in table.digests:
+            matched |= hmac.compare_digest(digest, accepted)
+        if matched:
+            key_id = digest[:16]
+            scopes = table.scopes[digest]
     limiter: RateLimiter = state.limiter
     decision = await limiter.hit(
         f"key:{key_id}" if key_id else f"ip:{request.client.host if request.client else '-'}"
