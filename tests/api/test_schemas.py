@@ -79,7 +79,10 @@ def test_a_reference_is_echoed_back(app: Any, reference: str) -> None:
 
 @pytest.mark.parametrize(
     "reference",
-    ["", "x" * 65, " APP-1", "APP-1 ", "APP\n1", "APP\t1", "d\u00e9cision", "\u0410PP-1", 12345],
+    [
+        *("", "x" * 65, " APP-1", "APP-1 ", "APP\n1", "APP-1\n", "APP\t1", "APP\x7f1"),
+        *("d\u00e9cision", "\u0410PP-1", 12345),
+    ],
 )
 def test_a_reference_outside_1_to_64_printable_ascii_is_refused(
     app: Any, reference: object
@@ -88,6 +91,11 @@ def test_a_reference_outside_1_to_64_printable_ascii_is_refused(
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["loc"] == ["body", "reference"]
     assert r.json()["message"].startswith("invalid request: reference (")
+    if isinstance(reference, str) and 0 < len(reference) <= 64:
+        assert r.json()["message"] == (
+            "invalid request: reference "
+            "(String should be printable ASCII, with no space at either end)"
+        )
 
 
 def test_a_reference_given_twice_is_refused(app: Any) -> None:

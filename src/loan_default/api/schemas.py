@@ -8,10 +8,12 @@ otherwise be dropped without a word). Every refusal is a 422 naming the field.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Generic, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 from starlette.responses import JSONResponse
 
 from loan_default.features import (
@@ -24,6 +26,7 @@ from loan_default.features import (
 _EMPLOYED = BOUND_BY_NAME["employed"]
 _BALANCE = BOUND_BY_NAME["bank_balance"]
 _SALARY = BOUND_BY_NAME["annual_salary"]
+_REFERENCE_RE = re.compile(REFERENCE_PATTERN)
 _REFERENCE_DOC = (
     f"Optional: your own id of this application, echoed back (1 to {REFERENCE_MAX_LENGTH} "
     "printable ASCII characters, no space at either end)."
@@ -77,9 +80,22 @@ class PredictionRequest(BaseModel):
         default=None,
         min_length=1,
         max_length=REFERENCE_MAX_LENGTH,
-        pattern=REFERENCE_PATTERN,
         description=_REFERENCE_DOC,
+        json_schema_extra={"pattern": REFERENCE_PATTERN},
     )
+
+    @field_validator("reference")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        """The pattern, checked here for a message a client can act on (pydantic's own quotes
+        the regular expression); the schema still states the pattern."""
+        if value is not None and not _REFERENCE_RE.fullmatch(value):
+            raise PydanticCustomError(
+                "string_pattern_mismatch",
+                "String should be printable ASCII, with no space at either end",
+                {"pattern": REFERENCE_PATTERN},
+            )
+        return value
 
 
 class Envelope(BaseModel, Generic[T]):
