@@ -4,6 +4,7 @@ tmp dirs) where the process boundary is what is tested."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -44,6 +45,19 @@ def store_env(store: Path, **overrides: object) -> dict[str, str]:
     )
     env.update({k.upper(): str(v) for k, v in overrides.items()})
     return env
+
+
+def asgi_requests(app: Any, calls: list[tuple[str, str, dict[str, Any]]]) -> list[httpx.Response]:
+    """Send `calls` (method, path, httpx kwargs) in order to an in-process app, inside its
+    lifespan (one model load, one drift monitor for all of them)."""
+
+    async def run() -> list[httpx.Response]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                return [await client.request(m, p, **kw) for m, p, kw in calls]
+
+    return asyncio.run(run())
 
 
 class Server:

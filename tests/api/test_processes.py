@@ -94,6 +94,7 @@ def test_mlflow_unreachable_at_start(tmp_path: Path, trained_store: Path) -> Non
     [
         {"API_KEYS": EXAMPLE_API_KEY},
         {"API_KEYS": "a-real-key-0123456789", "API_KEY": EXAMPLE_API_KEY},
+        {"API_KEYS": f"a-real-key-0123456789:score,{EXAMPLE_API_KEY}:score+audit"},
     ],
 )
 def test_production_refuses_example_key(

@@ -362,7 +362,8 @@ def test_repeated_keys_in_a_batch_item_are_refused(stack: tuple[Settings, httpx.
         assert r.status_code == 422, r.text
         assert r.json()["detail"][0]["loc"] == ["body", "predictions", 1, "employed"]
         assert r.json()["detail"][0]["type"] == "duplicate_key"
-    note = '{"employed": 1, "bank_balance": 5, "annual_salary": 100, "note": "employed"}'
+    # `reference`: the one text field an item may carry (unknown fields are refused, issue 13)
+    note = '{"employed": 1, "bank_balance": 5, "annual_salary": 100, "reference": "employed"}'
     r = client.post(
         "/api/v1/predict/batch",
         content='{"predictions": [' + note + "]}",

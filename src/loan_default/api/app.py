@@ -18,7 +18,7 @@ from fastapi import Depends, FastAPI
 from loguru import logger
 
 from loan_default.api import errors as api_errors
-from loan_default.api.deps import authorize
+from loan_default.api.deps import KeyTable, authorize
 from loan_default.api.middleware import RequestMiddleware
 from loan_default.api.ratelimit import RateLimiter
 from loan_default.api.schemas import ErrorEnvelope, JSONBytes
@@ -35,7 +35,11 @@ API_PREFIX = "/api/v1"
 #: What the auth dependency may answer on every /api/v1 route (documented in OpenAPI).
 AUTH_ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorEnvelope, "description": "no X-API-Key header"},
-    403: {"model": ErrorEnvelope, "description": "the API key is not accepted"},
+    403: {
+        "model": ErrorEnvelope,
+        "description": "the API key is not accepted (`forbidden`), or lacks the scope the route "
+        "needs (`insufficient_scope`, `detail.required_scope` names it)",
+    },
     429: {"model": ErrorEnvelope, "description": "rate limit exceeded (see Retry-After)"},
 }
 
@@ -110,7 +114,7 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
-    app.state.accepted_key_hashes = tuple(sorted(settings.accepted_key_hashes))
+    app.state.api_keys = KeyTable.from_settings(settings)
     app.state.limiter = RateLimiter(
         per_minute=settings.rate_limit_per_minute,
         storage_uri=settings.rate_limit_storage_uri,

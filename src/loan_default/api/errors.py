@@ -46,6 +46,12 @@ class Forbidden(LoanDefaultError):
     code = "forbidden"
 
 
+class InsufficientScope(Forbidden):
+    """A valid key without the scope the route needs (OAuth's name for it, RFC 6750)."""
+
+    code = "insufficient_scope"
+
+
 class RateLimited(LoanDefaultError):
     status_code = 429
     code = "rate_limited"
@@ -84,13 +90,17 @@ def error_response(
 
 
 def _clean_validation_errors(errors: Any) -> Iterator[dict[str, Any]]:
-    """FastAPI's error list, JSON-safe: `ctx` values as text, bulky `input` values dropped.
+    """FastAPI's error list, JSON-safe: `ctx` values as text, bulky `input` values dropped, and
+    an unknown field's message naming it (pydantic says only "Extra inputs are not permitted").
     A generator, so only the errors that fit in the answer are converted."""
     for err in errors:
+        loc = list(err.get("loc", ()))
         item: dict[str, Any] = {
             "type": err.get("type"),
-            "loc": list(err.get("loc", ())),
-            "msg": err.get("msg"),
+            "loc": loc,
+            "msg": f"unknown field {str(loc[-1])!r}"
+            if err.get("type") == "extra_forbidden" and loc
+            else err.get("msg"),
         }
         value = err.get("input")
         if (
@@ -109,6 +119,16 @@ def _clean_validation_errors(errors: Any) -> Iterator[dict[str, Any]]:
 def _field_name(loc: list[Any]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "header", "path")]
     return ".".join(parts) if parts else (str(loc[0]) if loc else "request")
+
+
+def _phrase(err: dict[str, Any]) -> str:
+    """One error as the 422's `message` names it."""
+    if err["type"] == "json_invalid":
+        return "body (not valid JSON)"
+    if err["type"] == "extra_forbidden" and err["loc"]:
+        inside = _field_name(err["loc"][:-1])
+        return err["msg"] if inside in ("body", "request") else f"{err['msg']} in {inside}"
+    return f"{_field_name(err['loc'])} ({err['msg']})"
 
 
 async def _domain_error(request: Request, exc: Exception) -> Response:
@@ -149,12 +169,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     errors = exc.errors()
     detail, left_out = _capped(_clean_validation_errors(errors), len(errors), max_bytes)
     named = detail[:_MAX_FIELDS_IN_MESSAGE]
-    fields = ", ".join(
-        "body (not valid JSON)"
-        if e["type"] == "json_invalid"
-        else f"{_field_name(e['loc'])} ({e['msg']})"
-        for e in named
-    )
+    fields = ", ".join(_phrase(e) for e in named)
     more = len(detail) - len(named) + left_out
     if more:
         fields += f" and {more} more"

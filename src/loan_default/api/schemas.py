@@ -2,22 +2,35 @@
 
 The request model is strict: JSON numbers only (no "123" strings, no booleans for `employed`),
 finite (NaN, Infinity and overflowing literals such as 1e400 are refused), within the ranges the
-model was trained on the scale of. Every refusal is a 422 naming the field.
+model was trained on the scale of, and no field it does not know (a misspelt `reference` would
+otherwise be dropped without a word). Every refusal is a 422 naming the field.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Generic, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 from starlette.responses import JSONResponse
 
-from loan_default.features import BOUND_BY_NAME, RISK_LABELS
+from loan_default.features import (
+    BOUND_BY_NAME,
+    REFERENCE_MAX_LENGTH,
+    REFERENCE_PATTERN,
+    RISK_LABELS,
+)
 
 _EMPLOYED = BOUND_BY_NAME["employed"]
 _BALANCE = BOUND_BY_NAME["bank_balance"]
 _SALARY = BOUND_BY_NAME["annual_salary"]
+_REFERENCE_RE = re.compile(REFERENCE_PATTERN)
+_REFERENCE_DOC = (
+    f"Optional: your own id of this application, echoed back (1 to {REFERENCE_MAX_LENGTH} "
+    "printable ASCII characters, no space at either end)."
+)
 #: The band labels as a type (the values come from the row contract).
 RiskLabel = Literal[RISK_LABELS]  # type: ignore[valid-type]
 
@@ -44,9 +57,17 @@ class PredictionRequest(BaseModel):
         strict=True,
         allow_inf_nan=False,
         frozen=True,
-        extra="ignore",
+        extra="forbid",
         json_schema_extra={
-            "examples": [{"employed": 1, "bank_balance": 8754.36, "annual_salary": 532339.56}]
+            "examples": [
+                {"employed": 1, "bank_balance": 8754.36, "annual_salary": 532339.56},
+                {
+                    "employed": 0,
+                    "bank_balance": 12000.0,
+                    "annual_salary": 38000.0,
+                    "reference": "APP-2024-000123",
+                },
+            ]
         },
     )
 
@@ -55,6 +76,26 @@ class PredictionRequest(BaseModel):
     )
     bank_balance: float = Field(ge=_BALANCE.low, le=_BALANCE.high, description=_BALANCE.description)
     annual_salary: float = Field(ge=_SALARY.low, le=_SALARY.high, description=_SALARY.description)
+    reference: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=REFERENCE_MAX_LENGTH,
+        description=_REFERENCE_DOC,
+        json_schema_extra={"pattern": REFERENCE_PATTERN},
+    )
+
+    @field_validator("reference")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        """The pattern, checked here for a message a client can act on (pydantic's own quotes
+        the regular expression); the schema still states the pattern."""
+        if value is not None and not _REFERENCE_RE.fullmatch(value):
+            raise PydanticCustomError(
+                "string_pattern_mismatch",
+                "String should be printable ASCII, with no space at either end",
+                {"pattern": REFERENCE_PATTERN},
+            )
+        return value
 
 
 class Envelope(BaseModel, Generic[T]):
@@ -106,6 +147,9 @@ class PredictionData(BaseModel):
         default=None,
         description="With ?explain=true: XGBoost pred_contribs per feature plus `bias`, in "
         "log-odds; they sum to the raw (uncalibrated) margin.",
+    )
+    reference: str | None = Field(
+        default=None, description="The request's `reference`, when it gave one."
     )
 
 

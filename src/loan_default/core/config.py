@@ -6,14 +6,22 @@ API contract (`API_KEYS`, `MLFLOW_TRACKING_URI`, `RATE_LIMIT_PER_MINUTE`, ...).
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, computed_field, field_validator, model_validator
+from pydantic import (
+    Field,
+    ValidationError,
+    ValidationInfo,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from loan_default.core import keys
 
 #: The key shipped in `.env.example`; refused when ENVIRONMENT=production.
 EXAMPLE_API_KEY = "dev-key-change-me"
@@ -32,11 +40,14 @@ class Settings(BaseSettings):
 
     # --- auth -------------------------------------------------------------------------------
     api_keys: str = EXAMPLE_API_KEY
-    """Comma-separated accepted keys; several so a key can be rotated without downtime."""
+    """Comma-separated accepted keys, each with optional scopes after its last `:`
+    (`key1,key2:score+audit`; scopes `score`, `audit`, `admin`; none given: `score`). Several
+    keys so one can be rotated without downtime."""
     api_key: str | None = None
-    """A single extra accepted key (kept for compatibility with single-key deployments)."""
+    """A single extra accepted key, scopes as in API_KEYS (kept for single-key deployments)."""
     api_key_hashes: str = ""
-    """Comma-separated sha256 hex digests of accepted keys, so plain keys need not sit in env."""
+    """Comma-separated sha256 hex digests of accepted keys, scopes as in API_KEYS
+    (`<sha256hex>:score+audit`), so plain keys need not sit in env."""
 
     # --- MLflow -----------------------------------------------------------------------------
     mlflow_tracking_uri: str = "sqlite:///mlflow/mlflow.db"
@@ -183,6 +194,16 @@ class Settings(BaseSettings):
             return v
         raise ValueError("THRESHOLD_OBJECTIVE must be 'f1', 'cost' or 'recall>=R'")
 
+    @field_validator("api_keys", "api_key", "api_key_hashes")
+    @classmethod
+    def _check_keys(cls, v: str | None, info: ValidationInfo) -> str | None:
+        """Scope syntax, known scope names and digest format, per variable (named in errors)."""
+        assert info.field_name is not None  # nosec B101 - always set for a field validator
+        keys.parse_entries(
+            v, variable=info.field_name.upper(), hashed=info.field_name == "api_key_hashes"
+        )
+        return v
+
     @model_validator(mode="after")
     def _check_cross_field(self) -> Settings:
         if self.celery_visibility_timeout_s <= self.batch_task_time_limit_s:
@@ -192,12 +213,10 @@ class Settings(BaseSettings):
             )
         if self.risk_band_medium >= self.risk_band_high:
             raise ValueError("RISK_BAND_MEDIUM must be below RISK_BAND_HIGH")
-        if not self.accepted_keys and not self.accepted_key_hashes:
+        scopes = self.key_scopes  # refuses a key listed twice with different scopes
+        if not scopes:
             raise ValueError("no API key configured: set API_KEYS or API_KEY_HASHES")
-        if self.environment == "production" and (
-            EXAMPLE_API_KEY in self.accepted_keys
-            or _sha256(EXAMPLE_API_KEY) in self.accepted_key_hashes
-        ):
+        if self.environment == "production" and keys.sha256_hex(EXAMPLE_API_KEY) in scopes:
             raise ValueError(
                 "refusing to start in production with the example API key; set API_KEYS"
             )
@@ -206,17 +225,26 @@ class Settings(BaseSettings):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def accepted_keys(self) -> tuple[str, ...]:
-        keys = [k.strip() for k in self.api_keys.split(",") if k.strip()]
-        if self.api_key and self.api_key.strip():
-            keys.append(self.api_key.strip())
-        return tuple(dict.fromkeys(keys))
+        """The plain keys of API_KEYS and API_KEY, scope suffixes removed."""
+        found = [
+            keys.split_entry(e, source=name)[0]
+            for name, text in (("API_KEYS", self.api_keys), ("API_KEY", self.api_key or ""))
+            for e in text.split(",")
+            if e.strip()
+        ]
+        return tuple(dict.fromkeys(found))
 
     @property
-    def accepted_key_hashes(self) -> frozenset[str]:
-        """sha256 digests of every accepted key, plain ones included: auth compares digests."""
-        digests = {h.strip().lower() for h in self.api_key_hashes.split(",") if h.strip()}
-        digests.update(_sha256(k) for k in self.accepted_keys)
-        return frozenset(digests)
+    def key_scopes(self) -> dict[str, frozenset[str]]:
+        """sha256 digest of every accepted key (plain and hashed) -> its scopes: auth compares
+        digests. Raises ValueError for a key listed twice with different scopes."""
+        return keys.scopes_by_digest(
+            [
+                *keys.parse_entries(self.api_keys, variable="API_KEYS", hashed=False),
+                *keys.parse_entries(self.api_key, variable="API_KEY", hashed=False),
+                *keys.parse_entries(self.api_key_hashes, variable="API_KEY_HASHES", hashed=True),
+            ]
+        )
 
     @property
     def json_logs(self) -> bool:
@@ -229,10 +257,6 @@ class Settings(BaseSettings):
     @property
     def data_file(self) -> Path:
         return Path(self.data_path)
-
-
-def _sha256(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
 
 
 @lru_cache

@@ -23,6 +23,16 @@ ENGINEERED_FEATURES: Final = ("saving_rate",)
 #: Column order of the model matrix; recorded in the model card and checked when loading.
 FEATURE_NAMES: Final = (*RAW_FEATURES, *ENGINEERED_FEATURES)
 
+#: The optional client reference of a row (the lender's application id): accepted on predict, in
+#: batch JSON items and as a CSV column, echoed back and recorded with the decision.
+REFERENCE: Final = "reference"
+REFERENCE_MAX_LENGTH: Final = 64
+#: 1 to REFERENCE_MAX_LENGTH printable ASCII characters, no space at either end. ASCII, not any
+#: printable Unicode: references are looked up exactly, and Unicode has several spellings of
+#: one visible text (NFC/NFD, look-alike letters); the same pattern also runs unchanged in
+#: pydantic's regex engine, Python's `re` and JSON Schema clients (no `\p{...}` classes).
+REFERENCE_PATTERN: Final = r"^[!-~](?:[ -~]*[!-~])?$"
+
 #: Upper bound of money amounts: larger values are input errors (and overflow float32).
 MAX_AMOUNT: Final = 1e12
 #: Smallest accepted annual salary (API, batch files and training data alike). Any positive value

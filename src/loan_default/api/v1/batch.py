@@ -22,16 +22,20 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.responses import Response, StreamingResponse
 
-from loan_default.api.deps import require_json
+from loan_default.api.deps import require_json, require_scope
 from loan_default.api.schemas import Envelope, ErrorEnvelope, JSONBytes
 from loan_default.api.v1 import batch_docs
 from loan_default.core.config import Settings
 from loan_default.core.errors import InvalidInput, ServiceUnavailable
+from loan_default.core.keys import SCORE
 from loan_default.services import batch as batch_service
 from loan_default.services.batch import csv_input as batch_input
 from loan_default.services.batch import scoring as batch_scoring
 
-router = APIRouter(prefix="/predict/batch", tags=["batch"])
+#: Submitting and reading jobs is scoring: keys need the `score` scope (core/keys.py).
+router = APIRouter(
+    prefix="/predict/batch", tags=["batch"], dependencies=[Depends(require_scope(SCORE))]
+)
 
 #: Request-body limits of this router's routes that differ from MAX_BODY_BYTES: path within the
 #: router -> the setting that bounds it. `create_app` hands them to the request middleware.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from loan_default.api.schemas import ErrorEnvelope, PredictionRequest
 from loan_default.services import batch as batch_service
@@ -30,8 +30,11 @@ SUBMITTED: dict[int | str, dict[str, Any]] = {
 class BatchPredictionRequest(BaseModel):
     """1 to BATCH_MAX_ROWS applicants, each validated exactly like the single predict.
 
-    The body of `POST /api/v1/predict/batch` (parsed from bytes by the handler).
+    The body of `POST /api/v1/predict/batch` (parsed from bytes by the handler). Unknown
+    fields are refused here too, at the top level as in each item.
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     predictions: list[PredictionRequest] = Field(min_length=1)
 
@@ -56,6 +59,7 @@ SUBMIT_OPENAPI: dict[str, Any] = {
                     "title": "BatchPredictionRequest",
                     "type": "object",
                     "required": ["predictions"],
+                    "additionalProperties": False,
                     "properties": {
                         "predictions": {
                             "type": "array",

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from loan_default.api.deps import authorize, require_json
+from loan_default.api.deps import authorize, check_scope, require_json
 from loan_default.api.schemas import (
     Envelope,
     ErrorEnvelope,
@@ -29,6 +29,7 @@ from loan_default.api.schemas import (
 )
 from loan_default.core.errors import ModelNotReady
 from loan_default.core.json_keys import RepeatedKeys
+from loan_default.core.keys import SCORE
 from loan_default.services import metrics
 from loan_default.services.drift import DriftMonitor
 from loan_default.services.model import ModelService
@@ -116,7 +117,7 @@ def _explain_flag(request: Request) -> bool:
 
 
 async def predict(request: Request) -> Response:
-    await authorize(request)
+    check_scope(await authorize(request), SCORE)
     await require_json(request)
     explain = _explain_flag(request)
     payload = parse_body(await request.body())
@@ -147,12 +148,11 @@ async def predict(request: Request) -> Response:
         features["saving_rate"],
     )
     request.state.model_version = result.model_version
+    data = result.as_dict()
+    if payload.reference is not None:
+        data["reference"] = payload.reference
     return JSONBytes(
-        {
-            "success": True,
-            "data": result.as_dict(),
-            "message": f"{result.default_risk} default risk",
-        }
+        {"success": True, "data": data, "message": f"{result.default_risk} default risk"}
     )
 
 

@@ -30,7 +30,7 @@ import pyarrow.csv as pacsv  # type: ignore[import-untyped]
 
 from loan_default.core.errors import InvalidInput
 from loan_default.core.json_keys import RepeatedKeys
-from loan_default.features import BOUNDS, RAW_COLUMNS, RAW_FEATURES
+from loan_default.features import BOUNDS, RAW_COLUMNS, RAW_FEATURES, REFERENCE
 
 OnError = Literal["reject", "skip"]
 
@@ -38,8 +38,9 @@ OnError = Literal["reject", "skip"]
 JSON_NUMBER_RE: Final = r"^\s*-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?\s*$"
 #: A JSON integer literal: what a strict `int` field accepts (no `1.0`, no `1e0`).
 JSON_INTEGER_RE: Final = r"^\s*-?(0|[1-9][0-9]*)\s*$"
-#: Values a batch body may hold per allowed item (containers and separators, extra fields
-#: included): a 3-field item uses 4; the rest is room for the client's own ids.
+#: Values a batch body may hold per allowed item (containers and separators): an item with the
+#: three features and a `reference` uses 5. The slack lets an item with a few unknown fields be
+#: answered with the 422 naming them rather than with this count.
 MAX_JSON_VALUES_PER_ITEM: Final = 32
 #: Cells a spreadsheet would evaluate (OWASP CSV injection: = + - @ tab CR, and LF).
 FORMULA_START_RE: Final = r"^[=+\-@\t\r\n]"
@@ -111,8 +112,9 @@ def _decodes_to_predictions(key: bytes) -> bool:
         return False
 
 
-#: Feature keys repeated inside one batch item are refused, as on the single predict.
-_REPEATS: Final = RepeatedKeys(RAW_FEATURES)
+#: Keys repeated inside one batch item are refused, as on the single predict (unknown keys are
+#: refused by the item schema, repeated or not).
+_REPEATS: Final = RepeatedKeys((*RAW_FEATURES, REFERENCE))
 
 
 def _items(doc: Any) -> list[Any]:
@@ -121,7 +123,8 @@ def _items(doc: Any) -> list[Any]:
 
 
 def duplicate_feature_key(body: bytes, n_items: int) -> tuple[int, str] | None:
-    """(item index, key) of the first feature key repeated inside one batch item, else None.
+    """(item index, key) of the first key (a feature or `reference`) repeated inside one batch
+    item, else None.
 
     `body` is a validated batch (every item holds each feature once unless it repeats one).
     """
