@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     cost_false_negative: float = Field(default=10.0, gt=0)
     cost_false_positive: float = Field(default=1.0, gt=0)
     calibration_method: Literal["isotonic", "sigmoid"] = "sigmoid"
+    monotone_constraints: bool = True
+    """Train XGBoost with monotone constraints (a higher card balance, alone or relative to
+    income, never lowers risk); false trains unconstrained, and reason codes then state no
+    direction. Recorded in the model card."""
     risk_band_medium: float = Field(default=0.3, gt=0, lt=1)
     """Probabilities >= this are Medium risk."""
     risk_band_high: float = Field(default=0.7, gt=0, lt=1)

@@ -6,7 +6,8 @@ the MLflow pyfunc and the promotion gate all call it (the single row as a (1, 4)
 "what the API returns" and "what the gate measured" are one code path and a batch row equals its
 single prediction by construction. It runs the ONNX graph (onnxruntime costs microseconds per call
 where XGBoost's predict costs hundreds). The XGBoost booster is kept for per-feature contributions
-and for the ONNX parity check at load time.
+(the `?explain=true` output and the reason codes of `model.reasons`) and for the ONNX parity check
+at load time.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from loan_default.features import (
     risk_codes,
     risk_labels,
 )
+from loan_default.model import reasons as reasons_mod
 from loan_default.model.card import ModelCard
 
 BOOSTER_FILE: Final = "model.ubj"
@@ -110,12 +112,14 @@ class ModelBundle:
         "_edges",
         "_onnx",
         "_output",
+        "_ranker",
         "_run_options",
         "_threshold",
         "alias",
         "booster",
         "card",
         "name",
+        "reason_table",
         "version",
     )
 
@@ -155,6 +159,28 @@ class ModelBundle:
         self._threshold = card.threshold
         self._edges = band_edges(medium=card.risk_bands.medium, high=card.risk_bands.high)
         self._calibrate = card.calibration.apply
+        if not set(card.monotone_constraints) <= set(FEATURE_NAMES):
+            raise ModelLoadError(
+                f"model card constrains unknown features: {card.monotone_constraints}"
+            )
+        if card.reasons is not None and card.reasons.features != set(FEATURE_NAMES):
+            # A feature no code covers could raise the risk and never be named.
+            raise ModelLoadError(
+                f"model card's reason table covers {sorted(card.reasons.features)}, "
+                f"not every feature of {list(FEATURE_NAMES)}"
+            )
+        # Cards written before reason tables were stored get the code's table, built from the
+        # constraints the card records ({} on those cards: neutral texts, no direction claimed).
+        self.reason_table = (
+            card.reasons
+            if card.reasons is not None
+            else reasons_mod.build_table(card.monotone_constraints)
+        )
+        self._ranker = reasons_mod.ReasonRanker(
+            self.reason_table,
+            feature_names=FEATURE_NAMES,
+            used=reasons_mod.used_features(booster, FEATURE_NAMES),
+        )
         self.check_parity(self.probe_matrix())
 
     @classmethod
@@ -223,18 +249,44 @@ class ModelBundle:
     def raw_proba_xgb(self, matrix: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         return np.asarray(self.booster.inplace_predict(matrix), dtype=np.float32)
 
+    def contribs(self, matrix: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Per-feature log-odds contributions (n, 4) plus the bias column: XGBoost `pred_contribs`.
+
+        They sum to the booster's raw margin, before calibration; one call for the whole matrix.
+        """
+        out: npt.NDArray[np.float32] = self.booster.predict(
+            xgb.DMatrix(matrix, nthread=1), pred_contribs=True
+        )
+        return out
+
     def contributions(
         self, employed: float, bank_balance: float, annual_salary: float
     ) -> dict[str, float]:
-        """Per-feature log-odds contributions (XGBoost `pred_contribs`) plus `bias`.
+        """One applicant's contributions by feature name plus `bias` (`?explain=true`'s output)."""
+        return self.explain_row(feature_row(employed, bank_balance, annual_salary))[0]
 
-        They sum to the booster's raw margin, before calibration.
+    def explain_row(self, row: list[float]) -> tuple[dict[str, float], tuple[str, ...]]:
+        """One feature row's contributions by name (plus `bias`) and its reason codes, from one
+        `pred_contribs` call (it costs ~10x the scoring); the codes are `reasons_row`'s."""
+        contribs = self.contribs(np.array([row], dtype=np.float32))
+        out = {name: float(v) for name, v in zip(FEATURE_NAMES, contribs[0, :-1], strict=True)}
+        out["bias"] = float(contribs[0, -1])
+        return out, self._ranker.rank(contribs[:, : len(FEATURE_NAMES)])[0]
+
+    def reasons(self, matrix: npt.NDArray[np.float32]) -> list[tuple[str, ...]]:
+        """Reason codes per row of a model matrix (n, 4): up to MAX_REASONS codes of this model's
+        reason table, those that raised the risk most first (`model.reasons`).
+
+        Callers pass only the rows that need reasons (adverse ones, or all with `explain`).
         """
-        x = build_matrix([[employed, bank_balance, annual_salary]])
-        contribs = self.booster.predict(xgb.DMatrix(x, nthread=1), pred_contribs=True)[0]
-        out = {name: float(v) for name, v in zip(FEATURE_NAMES, contribs[:-1], strict=True)}
-        out["bias"] = float(contribs[-1])
-        return out
+        if matrix.shape[0] == 0:
+            return []
+        return self._ranker.rank(self.contribs(matrix)[:, : len(FEATURE_NAMES)])
+
+    def reasons_row(self, row: list[float]) -> tuple[str, ...]:
+        """One feature row's codes (`feature_row`'s output): `reasons` on a (1, 4) matrix, so a
+        batch row gets exactly the codes of its single prediction."""
+        return self.reasons(np.array([row], dtype=np.float32))[0]
 
     # --- integrity -----------------------------------------------------------------------
     def probe_matrix(self) -> npt.NDArray[np.float32]:

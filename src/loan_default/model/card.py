@@ -2,8 +2,10 @@
 
 It carries the calibration map (SMOTE shifts the booster's scores away from real default rates),
 the decision threshold and risk bands, the feature spec serving checks against, the test metrics
-for `/model/info`, and the training distribution of each feature that drift monitoring compares
-live traffic with.
+for `/model/info`, the training distribution of each feature that drift monitoring compares
+live traffic with, the monotone constraints the booster was trained with and its reason table.
+
+Fields added after schema 1 have defaults, so older cards still load (no schema bump needed).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from loan_default.model.reasons import ReasonTable
 
 CARD_SCHEMA_VERSION = 1
 
@@ -116,3 +120,16 @@ class ModelCard(BaseModel):
     data_sha256: str
     git_commit: str = "unknown"
     params: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    monotone_constraints: dict[str, int] = Field(default_factory=dict)
+    """Feature -> -1/0/+1 as trained; empty on cards written before constraints were recorded
+    (read as unconstrained)."""
+    reasons: ReasonTable | None = None
+    """The reason table of this model; None on older cards (the bundle then builds the code's
+    table from `monotone_constraints`, see `ModelBundle`)."""
+
+    @model_validator(mode="after")
+    def _check_constraints(self) -> ModelCard:
+        bad = {f: v for f, v in self.monotone_constraints.items() if v not in (-1, 0, 1)}
+        if bad:
+            raise ValueError(f"monotone constraints must be -1, 0 or 1: {bad}")
+        return self

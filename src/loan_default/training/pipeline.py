@@ -28,6 +28,7 @@ from sklearn.model_selection import train_test_split
 from loan_default.core.config import Settings
 from loan_default.data.dataset import TrainingData, load_training_csv
 from loan_default.features import ENGINEERED_FEATURES, FEATURE_NAMES, RAW_FEATURES, build_matrix
+from loan_default.model import reasons as reasons_mod
 from loan_default.model.bundle import (
     PARITY_TOLERANCE,
     ModelBundle,
@@ -35,13 +36,11 @@ from loan_default.model.bundle import (
     export_onnx,
     save_bundle,
 )
-from loan_default.model.card import Calibration, FeatureDistribution, ModelCard, RiskBands
+from loan_default.model.card import FeatureDistribution, ModelCard, RiskBands
 from loan_default.registry.client import Registry
 from loan_default.training import candidates as candidates_mod
-from loan_default.training.calibration import fit_calibration
 from loan_default.training.metrics import evaluate
 from loan_default.training.plots import write_plots
-from loan_default.training.threshold import select_threshold
 
 TRAIN_SIZE, TEST_SIZE, SPLIT_SEED = 8000, 2000, 42
 FAMILIES = ("xgb_smote", "xgb_weighted", "logreg")
@@ -231,8 +230,8 @@ def train(
     X_tr, X_te = build_matrix(X_tr_raw), build_matrix(X_te_raw)
     registry = Registry(settings)
     experiment_id = registry.ensure_experiment()
-    seed = settings.random_seed
     commit = git_commit()
+    constraints = candidates_mod.monotone_constraints(settings.monotone_constraints)
 
     with mlflow.start_run(experiment_id=experiment_id, run_name="train") as parent:
         mlflow.set_tags(
@@ -251,50 +250,29 @@ def train(
                 "calibration_method": settings.calibration_method,
                 "threshold_objective": settings.threshold_objective,
                 "features": ",".join(FEATURE_NAMES),
+                "monotone_constraints": json.dumps(constraints),
+                "reasons_version": reasons_mod.REASONS_VERSION,
             }
         )
         results: dict[str, dict[str, Any]] = {}
-        chosen: dict[str, Any] = {}
+        chosen: candidates_mod.FamilyResult | None = None
         for family in FAMILIES:
             t0 = time.perf_counter()
-            res = candidates_mod.fit_family(family, X_tr, y_tr, seed=seed)
-            if family == "logreg":
-                calibration = Calibration(method="identity")
-            else:
-                calibration = fit_calibration(res.oof_raw, y_tr, method=settings.calibration_method)
-            oof_cal = calibration.apply(res.oof_raw)
-            threshold = select_threshold(
-                y_tr,
-                oof_cal,
-                objective=settings.threshold_objective,
-                cost_fn=settings.cost_false_negative,
-                cost_fp=settings.cost_false_positive,
-            )
-            raw_test = res.estimator.predict_proba(X_te)[:, 1]
-            p_test = calibration.apply(raw_test)
-            test_metrics = evaluate(y_te, p_test, threshold=threshold)
-            cv = {
-                "cv_roc_auc_mean": float(np.mean(res.fold_roc_auc)),
-                "cv_roc_auc_std": float(np.std(res.fold_roc_auc)),
-                **{f"oof_{k}": v for k, v in evaluate(y_tr, oof_cal, threshold=threshold).items()},
-                **res.depth_search,
-            }
+            fr = candidates_mod.fit_and_evaluate(settings, family, X_tr, y_tr, X_te, y_te)
             with mlflow.start_run(experiment_id=experiment_id, run_name=family, nested=True):
-                mlflow.log_params(dict(res.params.items()))
-                mlflow.log_params({"family": family, "calibration": calibration.method})
-                mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items()})
-                mlflow.log_metrics(cv)
+                mlflow.log_params(dict(fr.res.params.items()))
+                mlflow.log_params({"family": family, "calibration": fr.calibration.method})
+                mlflow.log_metrics({f"test_{k}": v for k, v in fr.test_metrics.items()})
+                mlflow.log_metrics(fr.cv)
                 mlflow.log_metric("fit_seconds", time.perf_counter() - t0)
-            results[family] = {"test_metrics": test_metrics, "cv_metrics": cv, "params": res.params}
+            results[family] = {
+                "test_metrics": fr.test_metrics,
+                "cv_metrics": fr.cv,
+                "params": fr.res.params,
+            }
             if family == settings.candidate:
-                chosen = {
-                    "res": res,
-                    "calibration": calibration,
-                    "threshold": threshold,
-                    "p_test": p_test,
-                    "test_metrics": test_metrics,
-                    "cv": cv,
-                }
+                chosen = fr
+        assert chosen is not None  # nosec B101 - settings.candidate is one of FAMILIES (Literal)
         mlflow.log_metrics(
             {
                 f"{fam}_test_{k}": v
@@ -304,8 +282,7 @@ def train(
             }
         )
 
-        res = chosen["res"]
-        booster = res.booster
+        booster = chosen.res.booster
         onnx_model = export_onnx(booster)
         full = build_matrix(data.X)
         card = ModelCard(
@@ -313,21 +290,23 @@ def train(
             features=list(FEATURE_NAMES),
             raw_features=list(RAW_FEATURES),
             engineered_features=list(ENGINEERED_FEATURES),
-            calibration=chosen["calibration"],
-            threshold=chosen["threshold"],
+            calibration=chosen.calibration,
+            threshold=chosen.threshold,
             threshold_objective=settings.threshold_objective,
             risk_bands=RiskBands(medium=settings.risk_band_medium, high=settings.risk_band_high),
-            test_metrics=chosen["test_metrics"],
-            cv_metrics=chosen["cv"],
+            test_metrics=chosen.test_metrics,
+            cv_metrics=chosen.cv,
             training_distribution=feature_distribution(X_tr),
             trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
             data_sha256=data.sha256,
             git_commit=commit,
             params={
                 k: v
-                for k, v in res.params.items()
+                for k, v in chosen.res.params.items()
                 if isinstance(v, str | int | float | bool) or v is None
             },
+            monotone_constraints=constraints,
+            reasons=reasons_mod.build_table(constraints),
         )
         with tempfile.TemporaryDirectory() as tmp:
             bundle_dir = save_bundle(
@@ -341,17 +320,19 @@ def train(
             plot_paths = write_plots(
                 Path(tmp) / "plots",
                 y=y_te,
-                p=chosen["p_test"],
-                threshold=chosen["threshold"],
-                importance={
-                    k: float(v) for k, v in booster.get_score(importance_type="gain").items()
+                p=chosen.p_test,
+                threshold=chosen.threshold,
+                importance={  # gain is one float per feature (lists are for vector leaves)
+                    k: v
+                    for k, v in booster.get_score(importance_type="gain").items()
+                    if isinstance(v, float)
                 },
             )
             for pp in plot_paths:
                 mlflow.log_artifact(str(pp), artifact_path="plots")
             mlflow.log_dict(json.loads(card.model_dump_json()), "model_card.json")
-            mlflow.log_metrics({f"test_{k}": v for k, v in chosen["test_metrics"].items()})
-            mlflow.log_metrics(chosen["cv"])
+            mlflow.log_metrics({f"test_{k}": v for k, v in chosen.test_metrics.items()})
+            mlflow.log_metrics(chosen.cv)
             info = log_bundle_model(bundle_dir, data.X[:5])
         mv = mlflow.register_model(info.model_uri, settings.model_name)
         version = str(mv.version)
@@ -365,7 +346,7 @@ def train(
             client.set_model_version_tag(settings.model_name, version, k, v)
         # The gate measures the candidate through the serving kernel (ONNX + the card), the code
         # path the API and the workers answer with, not through the training estimator.
-        gate_metrics = evaluate(y_te, served.probability, threshold=chosen["threshold"])
+        gate_metrics = evaluate(y_te, served.probability, threshold=chosen.threshold)
         decision = decide_promotion(settings, registry, version, gate_metrics, X_te, y_te)
         mlflow.set_tags(
             {
@@ -386,9 +367,9 @@ def train(
         "production_version_before": decision.production_version,
         "production_metrics_on_same_test_set": decision.production_metrics,
         "candidate": settings.candidate,
-        "test_metrics": chosen["test_metrics"],
-        "cv_metrics": chosen["cv"],
-        "threshold": chosen["threshold"],
+        "test_metrics": chosen.test_metrics,
+        "cv_metrics": chosen.cv,
+        "threshold": chosen.threshold,
         "comparison": {f: r["test_metrics"] for f, r in results.items()},
         "onnx_max_abs_diff": parity,
         "onnx_parity_tolerance": PARITY_TOLERANCE,
