@@ -130,11 +130,12 @@ def test_directional_texts_only_for_constrained_features() -> None:
     assert [c.code for c in constrained.codes] == [
         "BALANCE_HIGH",
         "BALANCE_TO_INCOME_HIGH",
-        "INCOME_LEVEL",  # income is not constrained: no "is low" claim
+        "INCOME_LOW",  # constrained -1: more income never raises the risk
         "NOT_STUDENT",
     ]
     assert constrained.text("BALANCE_HIGH").endswith("is high")
-    assert "Level of annual income" in constrained.text("INCOME_LEVEL")
+    assert constrained.text("INCOME_LOW") == "Annual income is low"
+    assert "Level of annual income" in rs.build_table({}).text("INCOME_LEVEL")
     neutral = rs.build_table({})
     assert [c.code for c in neutral.codes] == [
         "BALANCE_LEVEL",

@@ -19,12 +19,12 @@ from tests.conftest import make_settings
 def test_constraint_setting_maps_to_xgboost_params() -> None:
     on = candidates.monotone_constraints(True)
     assert list(on) == list(FEATURE_NAMES)
-    assert on == {"employed": 1, "bank_balance": 1, "annual_salary": 0, "saving_rate": 1}
+    assert on == {"employed": 1, "bank_balance": 1, "annual_salary": -1, "saving_rate": 1}
     assert set(candidates.monotone_constraints(False).values()) == {0}
-    assert candidates._xgb_params(0, 1, on)["monotone_constraints"] == "(1,1,0,1)"
+    assert candidates._xgb_params(0, 1, on)["monotone_constraints"] == "(1,1,-1,1)"
     assert candidates._xgb_params(0, 1)["monotone_constraints"] == "(0,0,0,0)"
     est = candidates.make_estimator("xgb_weighted", seed=0, constraints=on)
-    assert est.get_params()["monotone_constraints"] == "(1,1,0,1)"
+    assert est.get_params()["monotone_constraints"] == "(1,1,-1,1)"
 
 
 def _bases() -> np.ndarray:
@@ -34,26 +34,31 @@ def _bases() -> np.ndarray:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("feature", ["bank_balance", "saving_rate", "employed"])
-def test_served_probability_never_falls_as_a_constrained_feature_grows(
-    bundle, feature: str
+@pytest.mark.parametrize(
+    ("feature", "direction"),
+    [("bank_balance", 1), ("saving_rate", 1), ("employed", 1), ("annual_salary", -1)],
+)
+def test_served_probability_moves_one_way_as_a_constrained_feature_grows(
+    bundle, feature: str, direction: int
 ) -> None:  # type: ignore[no-untyped-def]
     """Scan the feature over a grid (others held fixed) through the serving kernel (ONNX and the
-    calibration): the calibrated probability never decreases; the booster's margin neither."""
-    assert bundle.card.monotone_constraints[feature] == 1
+    calibration): the calibrated probability never moves against the constraint's direction;
+    the booster's margin neither."""
+    assert bundle.card.monotone_constraints[feature] == direction
     j = FEATURE_NAMES.index(feature)
     values = {
         "bank_balance": np.linspace(0, 60_000, 1_201),
         "saving_rate": np.concatenate([np.linspace(0, 0.2, 801), np.linspace(0.2, 5, 200)]),
         "employed": np.array([0.0, 0.25, 0.5, 0.75, 1.0]),
+        "annual_salary": np.geomspace(1, 1e7, 1_001),
     }[feature].astype(np.float32)
     for base in _bases():
         grid = np.repeat(base[None, :], len(values), axis=0)
         grid[:, j] = values
         p = bundle.score(grid).probability
-        assert np.all(np.diff(p) >= 0), (feature, base)
+        assert np.all(direction * np.diff(p) >= 0), (feature, base)
         margin = bundle.booster.predict(xgb.DMatrix(grid), output_margin=True)
-        assert np.all(np.diff(margin) >= 0), (feature, base)
+        assert np.all(direction * np.diff(margin) >= 0), (feature, base)
     # The calibration is increasing, so ordering reasons by log-odds orders them by probability.
     q = np.linspace(0.001, 0.999, 999)
     assert np.all(np.diff(bundle.card.calibration.apply(q)) > 0)
@@ -71,4 +76,4 @@ def test_run_logs_the_constraints(trained_store: Path) -> None:
     ) == candidates.monotone_constraints(True)
     assert parent.data.params["reasons_version"] == "1"
     child = next(r for r in runs if r.info.run_name == "xgb_smote")
-    assert child.data.params["monotone_constraints"] == "(1,1,0,1)"
+    assert child.data.params["monotone_constraints"] == "(1,1,-1,1)"

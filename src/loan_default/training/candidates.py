@@ -39,12 +39,15 @@ N_FOLDS = 5
 #: often than students (ISLP's confounding: students default more only because they carry higher
 #: balances; logistic p = 0.006, positive in 99.5 % of bootstrap refits), so `employed` is +1;
 #: income has no effect once balance and student status are known (p = 0.71; its negative
-#: marginal effect is the same confounding), so it stays free. The reason codes name a direction
-#: only for a feature constrained in that direction (`model.reasons.build_table`).
+#: marginal effect is the same confounding). Left free, the stumps learned noise that named *high*
+#: income as an adverse reason; -1 (the domain's direction: more income never raises risk, which
+#: the data do not contradict) removes every income split, and the model goals still hold. The
+#: reason codes name a direction only for a feature constrained in that direction
+#: (`model.reasons.build_table`).
 MONOTONE_DIRECTIONS: Final[Mapping[str, int]] = {
     "employed": 1,
     "bank_balance": 1,
-    "annual_salary": 0,
+    "annual_salary": -1,
     "saving_rate": 1,
 }
 
