@@ -58,29 +58,29 @@ class DecisionRecord:
 
     def __post_init__(self) -> None:
         at = self.decided_at
-        offset = at.utcoffset()
-        if offset is None or offset != timedelta(0):
+        if at.tzinfo is not UTC and at.utcoffset() != timedelta(0):
             raise ValueError("decided_at must be an aware UTC datetime")
-        if at.microsecond % 1000 or self.decision_id[:13] != _ms_prefix(unix_ms(at)):
+        if at.microsecond % 1000 or self.decision_id[:13] != _ms_prefix(at):
             raise ValueError("decided_at must equal the time embedded in decision_id")
-        if self.source not in SOURCES:
-            raise ValueError(f"source must be one of {SOURCES}")
-        if self.source == "batch" and (self.job_id is None or self.row is None):
-            raise ValueError("a batch decision needs its job_id and row")
+        if self.source != "predict" and (
+            self.source != "batch" or self.job_id is None or self.row is None
+        ):
+            raise ValueError(f"source must be one of {SOURCES}; a batch one needs job_id and row")
         if self.reference is not None:
             if not 0 < len(self.reference) <= MAX_REFERENCE_LENGTH:
                 raise ValueError(f"reference must be 1..{MAX_REFERENCE_LENGTH} characters")
             check_text("reference", self.reference)
-        if self.request_id is not None:
+        if self.request_id:
             check_text("request_id", self.request_id)
-        if self.prediction not in (0, 1):
+        if self.prediction != 0 and self.prediction != 1:
             raise ValueError("prediction must be 0 or 1")
-        for name in _REQUIRED_TEXT:
-            if not getattr(self, name):
-                raise ValueError(f"{name} must not be empty")
-        for name in _OPTIONAL_TEXT:
-            if getattr(self, name) == "":
-                object.__setattr__(self, name, None)
+        if not (self.key_id and self.model_name and self.model_version and self.risk_band):
+            empty = [n for n in _REQUIRED_TEXT if not getattr(self, n)]
+            raise ValueError(f"{', '.join(empty)} must not be empty")
+        if "" in (self.request_id, self.job_id, self.model_alias, self.challenger_version):
+            for name in _OPTIONAL_TEXT:
+                if getattr(self, name) == "":
+                    object.__setattr__(self, name, None)
         if type(self.reason_codes) is not tuple:
             object.__setattr__(self, "reason_codes", tuple(self.reason_codes))
 
@@ -120,6 +120,16 @@ def check_text(name: str, value: str) -> None:
         raise ValueError(f"{name} must be valid Unicode text") from exc
 
 
-def _ms_prefix(ms: int) -> str:
-    h = f"{ms:012x}"
-    return f"{h[:8]}-{h[8:]}"
+def _ms_prefix(at: datetime) -> str:
+    """The first 13 characters of every decision id decided at `at` (a batch's rows share one
+    time, so the last answer is kept)."""
+    global _LAST_PREFIX
+    last_at, prefix = _LAST_PREFIX
+    if at != last_at:
+        h = f"{unix_ms(at):012x}"
+        prefix = f"{h[:8]}-{h[8:]}"
+        _LAST_PREFIX = (at, prefix)
+    return prefix
+
+
+_LAST_PREFIX: tuple[datetime | None, str] = (None, "")
