@@ -40,7 +40,7 @@ def test_both_write_paths_produce_the_same_rows() -> None:
     batch = make_batch("job-1", now_ms(), 0, 50)
     for dialect in ("sqlite", "postgresql"):
         assert codec.batch_rows(batch, dialect) == codec.rows(batch.records(), dialect)
-    assert codec.batch_copy_csv(batch) == codec.copy_csv(codec.rows(batch.records(), "postgresql"))
+    assert codec.copy_batch(batch).getvalue() == codec.copy_records(batch.records()).getvalue()
 
 
 @pytest.mark.parametrize(

@@ -53,7 +53,7 @@ def test_bad_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="row"):
         ids.batch_decision_id("j", -1, T0)
     with pytest.raises(ValueError, match="row"):
-        ids.batch_decision_id("j", 1 << 32, T0)
+        ids.batch_decision_id("j", 1 << 31, T0)
     with pytest.raises(ValueError):
         ids.decided_at_of(str(uuid.uuid4()))
     assert not ids.valid_decision_id(str(uuid.uuid4()))

@@ -80,8 +80,8 @@ class DecisionBatch:
         offset = self.created_at.utcoffset()
         if offset is None or offset != timedelta(0) or self.created_at.microsecond % 1000:
             raise ValueError("created_at must be an aware UTC datetime in whole milliseconds")
-        if n and (self.rows.min() < 0 or self.rows.max() >= 1 << 32):
-            raise ValueError("rows must be within [0, 2**32)")
+        if n and (self.rows.min() < 0 or self.rows.max() >= 1 << 31):
+            raise ValueError("rows must be within [0, 2**31)")
         if n and not np.isin(self.prediction, (0, 1)).all():
             raise ValueError("prediction must be 0 or 1")
         for name in ("request_id", "model_alias", "challenger_version"):

@@ -1,12 +1,10 @@
 """Decisions as database rows, and the SQL that writes them idempotently on each dialect.
 
-Writes bypass SQLAlchemy's per-value processing (several microseconds a row): a record becomes
-one plain tuple, the time as text and the reason codes as JSON text; PostgreSQL's bulk path goes
-further and turns whole columns into `COPY` CSV with Arrow's writer, which formats floats as the
-shortest text that reads back as the same double, quotes every non-null string and leaves NULL
-as an empty unquoted field (so NULL and "" cannot be confused). Reads go through the `schema`
-types; the text formats here are the ones those types read back: SQLite's fixed-width UTC
-`YYYY-MM-DD HH:MM:SS.ffffff`, PostgreSQL's ISO 8601 with `+00:00`.
+Writes bypass SQLAlchemy's per-value processing (several microseconds a row): for SQLite and
+for PostgreSQL's group commit a record becomes one plain tuple, the time as text and the reason
+codes as JSON text; PostgreSQL's bulk path turns whole columns into a binary `COPY` stream
+(`pgcopy`). Reads go through the `schema` types; the text formats here are the ones those types
+read back: SQLite's fixed-width UTC `YYYY-MM-DD HH:MM:SS.ffffff`, PostgreSQL's ISO 8601.
 
 Every insert is `ON CONFLICT (decision_id, decided_at) DO NOTHING` (not SQLite's `OR IGNORE`,
 which would also swallow a NOT NULL failure): writing a decision twice writes it once.
@@ -17,34 +15,44 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from itertools import repeat
+from operator import attrgetter
 from typing import Any, Final
 
+import numpy as np
 import orjson
 import pyarrow as pa  # type: ignore[import-untyped]
-import pyarrow.csv as pacsv  # type: ignore[import-untyped]
 from sqlalchemy.engine import Dialect
 
+from loan_default.services.decisions import pgcopy
 from loan_default.services.decisions.batches import DecisionBatch
+from loan_default.services.decisions.ids import batch_id_bytes
 from loan_default.services.decisions.records import DecisionRecord
 from loan_default.services.decisions.schema import COLUMNS, TABLE
 
 Row = tuple[Any, ...]
 _CONFLICT: Final = "ON CONFLICT (decision_id, decided_at) DO NOTHING"
 _TEXT, _F64 = pa.string(), pa.float64()
-#: Arrow type of each column as written to COPY (times already text), in COLUMNS order.
-_COPY_TYPES: Final[dict[str, pa.DataType]] = {
-    "row": pa.int64(),
-    "employed": _F64,
-    "bank_balance": _F64,
-    "annual_salary": _F64,
-    "saving_rate": _F64,
-    "probability": _F64,
-    "threshold": _F64,
-    "prediction": pa.int8(),
-    "challenger_probability": _F64,
+_TIME = pa.timestamp("us", tz="UTC")
+#: Arrow type and PostgreSQL binary type of each column, in COLUMNS order; the rest are text.
+_COPY_TYPES: Final[dict[str, tuple[pa.DataType, pgcopy.PgType]]] = {
+    "decision_id": (_TEXT, "uuid"),
+    "decided_at": (_TIME, "timestamptz"),
+    "row": (pa.int32(), "int4"),
+    "employed": (_F64, "float8"),
+    "bank_balance": (_F64, "float8"),
+    "annual_salary": (_F64, "float8"),
+    "saving_rate": (_F64, "float8"),
+    "probability": (_F64, "float8"),
+    "threshold": (_F64, "float8"),
+    "prediction": (pa.int16(), "int2"),
+    "reason_codes": (_TEXT, "jsonb"),
+    "challenger_probability": (_F64, "float8"),
 }
-_COPY_SCHEMA: Final = pa.schema([(c, _COPY_TYPES.get(c, _TEXT)) for c in COLUMNS])
-_CSV: Final = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+_TYPES: Final[tuple[tuple[pa.DataType, pgcopy.PgType], ...]] = tuple(
+    _COPY_TYPES.get(c, (_TEXT, "text")) for c in COLUMNS
+)
+_FIELDS: Final = attrgetter(*COLUMNS)
+_REASONS: Final = COLUMNS.index("reason_codes")
 
 
 def _sqlite_time(at: datetime) -> str:
@@ -145,56 +153,61 @@ def _plain(values: Sequence[Any]) -> Sequence[Any]:
     return tolist() if tolist is not None else values
 
 
-def copy_csv(data: Sequence[Row]) -> bytes:
-    """COPY CSV of `rows(..., "postgresql")` (transposed into Arrow columns, written in C)."""
-    columns: list[Sequence[Any]] = list(zip(*data, strict=True)) if data else [()] * len(COLUMNS)
-    table = pa.Table.from_arrays(
-        [pa.array(col, type=f.type) for col, f in zip(columns, _COPY_SCHEMA, strict=True)],
-        schema=_COPY_SCHEMA,
-    )
-    return _write(table)
-
-
-def batch_copy_csv(batch: DecisionBatch) -> bytes:
-    """COPY CSV of a columnar batch, straight from its numpy columns."""
-    n = len(batch)
-
-    def const(value: Any, type_: pa.DataType = _TEXT) -> pa.Array:
-        return pa.nulls(n, type_) if value is None else pa.repeat(pa.scalar(value, type_), n)
-
+def copy_records(records: Sequence[DecisionRecord]) -> pgcopy.CopyStream:
+    """The binary COPY stream of `records` (one column at a time, then `pgcopy`)."""
     codes = _Codes()
-    chall = batch.challenger_probability
-    arrays = [
-        pa.array(batch.decision_ids(), _TEXT),
-        const(_pg_time(batch.created_at)),
-        const(batch.request_id),
-        const(batch.key_id),
-        pa.array(batch.references, _TEXT) if batch.references is not None else const(None),
-        const("batch"),
-        const(batch.job_id),
-        pa.array(batch.rows, pa.int64()),
-        pa.array(batch.employed, _F64),
-        pa.array(batch.bank_balance, _F64),
-        pa.array(batch.annual_salary, _F64),
-        pa.array(batch.saving_rate, _F64),
-        const(batch.model_name),
-        const(batch.model_version),
-        const(batch.model_alias),
-        pa.array(batch.probability, _F64),
-        const(float(batch.threshold), _F64),
-        pa.array(batch.prediction, pa.int8()),
-        pa.array(batch.risk_band, _TEXT),
-        pa.array([codes[tuple(c)] for c in batch.reason_codes], _TEXT),
-        const(batch.challenger_version),
-        pa.array(chall, _F64) if chall is not None else const(None, _F64),
-    ]
-    return _write(pa.Table.from_arrays(arrays, schema=_COPY_SCHEMA))
+    columns: list[Any] = [list(col) for col in zip(*map(_FIELDS, records), strict=True)]
+    columns[_REASONS] = [codes[c] for c in columns[_REASONS]]
+    return pgcopy.stream(
+        [
+            pgcopy.field(pa.array(col, arrow_type), pg_type)
+            for col, (arrow_type, pg_type) in zip(columns, _TYPES, strict=True)
+        ]
+    )
 
 
-def _write(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    pacsv.write_csv(table, sink, _CSV)
-    return bytes(sink.getvalue().to_pybytes())
+def copy_batch(batch: DecisionBatch) -> pgcopy.CopyStream:
+    """The binary COPY stream of a columnar batch: the ids from the job's id bytes and the row
+    numbers, the per-row columns straight from numpy, everything the chunk shares encoded once."""
+    n = len(batch)
+    ids = np.empty((n, 16), np.uint8)
+    ids[:, :12] = np.frombuffer(batch_id_bytes(batch.job_id, batch.created_at)[:12], np.uint8)
+    ids[:, 12:] = batch.rows.astype(">u4").view(np.uint8).reshape(n, 4)
+    codes = _Codes()
+    per_row: dict[str, Any] = {
+        "reference": batch.references,
+        "row": batch.rows,
+        "employed": batch.employed,
+        "bank_balance": batch.bank_balance,
+        "annual_salary": batch.annual_salary,
+        "saving_rate": batch.saving_rate,
+        "probability": batch.probability,
+        "prediction": batch.prediction,
+        "risk_band": batch.risk_band,
+        "reason_codes": [codes[tuple(c)] for c in batch.reason_codes],
+        "challenger_probability": batch.challenger_probability,
+    }
+    shared: dict[str, Any] = {
+        "decided_at": batch.created_at,
+        "request_id": batch.request_id,
+        "key_id": batch.key_id,
+        "source": "batch",
+        "job_id": batch.job_id,
+        "model_name": batch.model_name,
+        "model_version": batch.model_version,
+        "model_alias": batch.model_alias,
+        "threshold": float(batch.threshold),
+        "challenger_version": batch.challenger_version,
+    }
+    fields = [pgcopy.uuid_fields(ids)]
+    for name, (arrow_type, pg_type) in zip(COLUMNS[1:], _TYPES[1:], strict=True):
+        if name in shared:
+            fields.append(pgcopy.constant(shared[name], pg_type, arrow_type, n))
+        elif per_row[name] is None:
+            fields.append(pa.nulls(n, pa.binary()))
+        else:
+            fields.append(pgcopy.field(pa.array(per_row[name], arrow_type), pg_type))
+    return pgcopy.stream(fields)
 
 
 def column_list(dialect: Dialect) -> str:
@@ -215,7 +228,7 @@ def pg_insert_values(dialect: Dialect) -> str:
 
 
 def pg_copy(dialect: Dialect) -> str:
-    return f"COPY {TABLE} ({column_list(dialect)}) FROM STDIN WITH (FORMAT csv)"
+    return f"COPY {TABLE} ({column_list(dialect)}) FROM STDIN WITH (FORMAT binary)"
 
 
 #: The idempotent bulk path: COPY into a session-private table (not WAL-logged, dropped at
@@ -227,6 +240,6 @@ def pg_staged(dialect: Dialect) -> tuple[str, str, str]:
     cols = column_list(dialect)
     return (
         f"CREATE TEMP TABLE {STAGE} (LIKE {TABLE}) ON COMMIT DROP",
-        f"COPY {STAGE} ({cols}) FROM STDIN WITH (FORMAT csv)",
+        f"COPY {STAGE} ({cols}) FROM STDIN WITH (FORMAT binary)",
         f"INSERT INTO {TABLE} ({cols}) SELECT {cols} FROM {STAGE} {_CONFLICT}",  # noqa: S608
     )

@@ -28,7 +28,7 @@ from typing import Final
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MS: Final = timedelta(milliseconds=1)
-_MAX_ROW: Final = 1 << 32
+_MAX_ROW: Final = 1 << 31  # the table's `row` is an int4
 _VARIANT: Final = 0b10 << 62
 
 
@@ -64,17 +64,22 @@ def _batch_prefix(job_id: str, created_at: datetime) -> int:
     return (ms << 80) | (8 << 76) | (high << 64) | _VARIANT | (low << 32)
 
 
+def batch_id_bytes(job_id: str, created_at: datetime) -> bytes:
+    """The 16 bytes of the id of row 0; row r's id is these with r in the last four."""
+    return _batch_prefix(job_id, created_at).to_bytes(16, "big")
+
+
 def batch_decision_id(job_id: str, row: int, created_at: datetime) -> str:
     """The deterministic id of row `row` (0-based) of batch job `job_id` created at `created_at`."""
     if not 0 <= row < _MAX_ROW:
-        raise ValueError(f"row must be in [0, 2**32), got {row}")
+        raise ValueError(f"row must be in [0, 2**31), got {row}")
     return _format(_batch_prefix(job_id, created_at) | row)
 
 
 def batch_decision_ids(job_id: str, created_at: datetime, start: int, stop: int) -> list[str]:
     """`batch_decision_id` for rows `start..stop-1` at string-concatenation speed (a chunk)."""
     if not 0 <= start <= stop <= _MAX_ROW:
-        raise ValueError(f"rows must be within [0, 2**32), got {start}..{stop}")
+        raise ValueError(f"rows must be within [0, 2**31), got {start}..{stop}")
     head = _format(_batch_prefix(job_id, created_at))[:-8]
     return [f"{head}{row:08x}" for row in range(start, stop)]
 

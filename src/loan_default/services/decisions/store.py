@@ -16,7 +16,6 @@ Reads (`get`, `query`, `iter_range`, `export`) turn a database that cannot be re
 from __future__ import annotations
 
 import asyncio
-import io
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,6 +41,7 @@ from loan_default.services.decisions.errors import DecisionStoreUnavailable
 from loan_default.services.decisions.export import write_export
 from loan_default.services.decisions.ids import decided_at_of, valid_decision_id
 from loan_default.services.decisions.migrate import upgrade_engine
+from loan_default.services.decisions.pgcopy import CopyStream
 from loan_default.services.decisions.records import DecisionRecord
 from loan_default.services.decisions.schema import decisions
 from loan_default.services.decisions.writer import GroupCommitWriter, dbapi_error, is_unavailable
@@ -148,11 +148,11 @@ class DecisionStore:
         """Write `records` in one transaction, idempotently; returns how many were new."""
         if not records:
             return 0
-        data = codec.rows(records, self.type)
+        data = codec.rows(records, self.type) if self.type == "sqlite" else []
         return self._bulk(
             {r.decided_at for r in records},
             lambda: data,
-            lambda: codec.copy_csv(data),
+            lambda: codec.copy_records(records),
         )
 
     def record_batch(self, batch: DecisionBatch) -> int:
@@ -162,20 +162,20 @@ class DecisionStore:
         return self._bulk(
             {batch.created_at},
             lambda: codec.batch_rows(batch, self.type),
-            lambda: codec.batch_copy_csv(batch),
+            lambda: codec.copy_batch(batch),
         )
 
     def _bulk(
         self,
         times: set[datetime],
         sqlite_rows: Callable[[], Sequence[codec.Row]],
-        copy_csv: Callable[[], bytes],
+        copy_stream: Callable[[], CopyStream],
     ) -> int:
         try:
             if self.type == "sqlite":
                 data = sqlite_rows()
                 return self._with_partitions(times, lambda conn: self._insert(conn, data))
-            payload = copy_csv()
+            payload = copy_stream()
             return self._with_partitions(times, lambda conn: self._copy(conn, payload))
         except Exception as exc:
             if is_unavailable(exc):
@@ -217,7 +217,7 @@ class DecisionStore:
         finally:
             cur.close()
 
-    def _copy(self, conn: Connection, payload: bytes) -> int:
+    def _copy(self, conn: Connection, payload: CopyStream) -> int:
         """COPY straight into the table inside a savepoint: a chunk's first delivery (the usual
         case) has no conflict and costs one pass. A conflict (a redelivered chunk) rolls back to
         the savepoint and takes the staged path, where ON CONFLICT skips the rows already in."""
@@ -227,7 +227,7 @@ class DecisionStore:
         try:
             cur.execute("SAVEPOINT decisions_copy")
             try:
-                cur.copy_expert(codec.pg_copy(conn.dialect), io.BytesIO(payload), _COPY_BUFFER)
+                cur.copy_expert(codec.pg_copy(conn.dialect), payload.rewind(), _COPY_BUFFER)
             except UniqueViolation:
                 cur.execute("ROLLBACK TO SAVEPOINT decisions_copy")
             else:
@@ -236,7 +236,7 @@ class DecisionStore:
                 return copied
             create, copy, insert = codec.pg_staged(conn.dialect)
             cur.execute(create)
-            cur.copy_expert(copy, io.BytesIO(payload), _COPY_BUFFER)
+            cur.copy_expert(copy, payload.rewind(), _COPY_BUFFER)
             cur.execute(insert)
             return int(cur.rowcount)
         finally:
