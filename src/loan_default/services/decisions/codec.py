@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from functools import lru_cache
 from itertools import repeat
 from operator import attrgetter
 from typing import Any, Final
@@ -210,23 +211,27 @@ def copy_batch(batch: DecisionBatch) -> pgcopy.CopyStream:
     return pgcopy.stream(fields)
 
 
+@lru_cache(maxsize=8)  # one entry per dialect: built once, not per commit
 def column_list(dialect: Dialect) -> str:
     """The quoted column list (`row` is a keyword in both dialects)."""
     quote = dialect.identifier_preparer.quote
     return ", ".join(quote(c) for c in COLUMNS)
 
 
+@lru_cache(maxsize=8)
 def sqlite_insert(dialect: Dialect) -> str:
     marks = ", ".join("?" for _ in COLUMNS)
     # constants and quoted column names only; values are bound
     return f"INSERT INTO {TABLE} ({column_list(dialect)}) VALUES ({marks}) {_CONFLICT}"  # noqa: S608
 
 
+@lru_cache(maxsize=8)
 def pg_insert_values(dialect: Dialect) -> str:
     """For psycopg2's `execute_values` (one statement for the whole group)."""
     return f"INSERT INTO {TABLE} ({column_list(dialect)}) VALUES %s {_CONFLICT}"  # noqa: S608
 
 
+@lru_cache(maxsize=8)
 def pg_copy(dialect: Dialect) -> str:
     return f"COPY {TABLE} ({column_list(dialect)}) FROM STDIN WITH (FORMAT binary)"
 
@@ -236,6 +241,7 @@ def pg_copy(dialect: Dialect) -> str:
 STAGE: Final = "decisions_stage"
 
 
+@lru_cache(maxsize=8)
 def pg_staged(dialect: Dialect) -> tuple[str, str, str]:
     cols = column_list(dialect)
     return (

@@ -58,6 +58,13 @@ _CHECK_VIOLATION: Final = "23514"
 _COPY_BUFFER: Final = 1 << 20
 
 
+def _expire(fut: asyncio.Future[None], timeout_s: float) -> None:
+    if not fut.done():
+        fut.set_exception(
+            DecisionStoreUnavailable(f"the decision was not recorded within {timeout_s:g} s")
+        )
+
+
 class DecisionStore:
     """The decision record store; build it with `from_url` or `from_settings`."""
 
@@ -77,6 +84,7 @@ class DecisionStore:
         self._probe_pool = ThreadPoolExecutor(1, thread_name_prefix="decision-probe")
         self._probe: Future[bool] | None = None
         self._probe_lock = threading.Lock()
+        self._writer_conn: Any = None
         self._writer = GroupCommitWriter(
             self._write_group,
             flush_interval_s=flush_interval_ms / 1000,
@@ -123,15 +131,18 @@ class DecisionStore:
     # --- writes ------------------------------------------------------------------------------
     async def record(self, record: DecisionRecord) -> None:
         """Return once `record` is committed (with the records of concurrent callers), or raise
-        `DecisionStoreUnavailable` (store down, or no commit within the record timeout)."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        `DecisionStoreUnavailable` (store down, or no commit within the record timeout).
+
+        The timeout is one timer handle, not `asyncio.wait_for` (which wraps the future and costs
+        several times more on a path every prediction takes)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
         self._writer.submit(record, fut)
+        timer = loop.call_later(self._record_timeout_s, _expire, fut, self._record_timeout_s)
         try:
-            await asyncio.wait_for(fut, self._record_timeout_s)
-        except TimeoutError:
-            raise DecisionStoreUnavailable(
-                f"the decision was not recorded within {self._record_timeout_s:g} s"
-            ) from None
+            await fut
+        finally:
+            timer.cancel()
 
     def record_sync(self, record: DecisionRecord) -> None:
         """`record` for threads without an event loop; the same group commit."""
@@ -174,67 +185,88 @@ class DecisionStore:
         try:
             if self.type == "sqlite":
                 data = sqlite_rows()
-                return self._with_partitions(times, lambda conn: self._insert(conn, data))
+                return self._with_partitions(times, lambda db: self._insert(db, data), self._pooled)
             payload = copy_stream()
-            return self._with_partitions(times, lambda conn: self._copy(conn, payload))
+            return self._with_partitions(times, lambda db: self._copy(db, payload), self._pooled)
         except Exception as exc:
             if is_unavailable(exc):
                 raise DecisionStoreUnavailable("the decision store is unavailable") from exc
             raise
 
     def _write_group(self, records: list[DecisionRecord]) -> None:
+        """The group-commit writer's write: on its own connection, kept between groups (a
+        pool checkout and SQLAlchemy's transaction wrapper cost more than a small group)."""
         data = codec.rows(records, self.type)
-        self._with_partitions({r.decided_at for r in records}, lambda c: self._insert(c, data))
+        times = {r.decided_at for r in records}
+        self._with_partitions(times, lambda db: self._insert(db, data), self._dedicated)
 
-    def _with_partitions(self, times: set[datetime], write: Callable[[Connection], int]) -> int:
-        """Run `write` in a transaction; on PostgreSQL, a row whose month has no partition yet
-        makes that month's partition and tries once more (see `partitions`)."""
+    def _pooled(self, write: Callable[[Any], int]) -> int:
+        with self.engine.begin() as conn:
+            return write(conn.connection.dbapi_connection)
+
+    def _dedicated(self, write: Callable[[Any], int]) -> int:
+        raw = self._writer_conn
+        if raw is None:
+            raw = self._writer_conn = self.engine.raw_connection()
         try:
-            with self.engine.begin() as conn:
-                return write(conn)
+            written = write(raw)
+            raw.commit()
+        except BaseException:
+            self._writer_conn = None
+            raw.invalidate()  # a fresh connection next time: this one may be dead or mid-failure
+            raise
+        return written
+
+    def _with_partitions(
+        self,
+        times: set[datetime],
+        write: Callable[[Any], int],
+        run: Callable[[Callable[[Any], int]], int],
+    ) -> int:
+        """`run(write)` in one transaction; on PostgreSQL, a row whose month has no partition
+        yet makes that month's partition and tries once more (see `partitions`)."""
+        try:
+            return run(write)
         except Exception as exc:
             orig = dbapi_error(exc)
             if getattr(orig, "pgcode", None) != _CHECK_VIOLATION or _NO_PARTITION not in str(orig):
                 raise
         partitions.ensure_months(self.engine, times)
-        with self.engine.begin() as conn:
-            return write(conn)
+        return run(write)
 
-    @staticmethod
-    def _cursor(conn: Connection) -> Any:
-        return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-
-    def _insert(self, conn: Connection, data: Sequence[codec.Row]) -> int:
-        cur = self._cursor(conn)
+    def _insert(self, db: Any, data: Sequence[codec.Row]) -> int:
+        cur = db.cursor()
         try:
             if self.type == "sqlite":
-                cur.executemany(codec.sqlite_insert(conn.dialect), data)
+                cur.executemany(codec.sqlite_insert(self.engine.dialect), data)
             else:
                 from psycopg2.extras import execute_values  # type: ignore[import-untyped]
 
-                execute_values(cur, codec.pg_insert_values(conn.dialect), data, page_size=len(data))
+                sql = codec.pg_insert_values(self.engine.dialect)
+                execute_values(cur, sql, data, page_size=len(data))
             return int(cur.rowcount)
         finally:
             cur.close()
 
-    def _copy(self, conn: Connection, payload: CopyStream) -> int:
+    def _copy(self, db: Any, payload: CopyStream) -> int:
         """COPY straight into the table inside a savepoint: a chunk's first delivery (the usual
         case) has no conflict and costs one pass. A conflict (a redelivered chunk) rolls back to
         the savepoint and takes the staged path, where ON CONFLICT skips the rows already in."""
         from psycopg2.errors import UniqueViolation  # type: ignore[import-untyped]
 
-        cur = self._cursor(conn)
+        cur = db.cursor()
+        dialect = self.engine.dialect
         try:
             cur.execute("SAVEPOINT decisions_copy")
             try:
-                cur.copy_expert(codec.pg_copy(conn.dialect), payload.rewind(), _COPY_BUFFER)
+                cur.copy_expert(codec.pg_copy(dialect), payload.rewind(), _COPY_BUFFER)
             except UniqueViolation:
                 cur.execute("ROLLBACK TO SAVEPOINT decisions_copy")
             else:
                 copied = int(cur.rowcount)
                 cur.execute("RELEASE SAVEPOINT decisions_copy")
                 return copied
-            create, copy, insert = codec.pg_staged(conn.dialect)
+            create, copy, insert = codec.pg_staged(dialect)
             cur.execute(create)
             cur.copy_expert(copy, payload.rewind(), _COPY_BUFFER)
             cur.execute(insert)
@@ -387,6 +419,9 @@ class DecisionStore:
     def close(self) -> None:
         """Commit what is queued, stop the writer and release the connections."""
         self._writer.close()
+        if self._writer_conn is not None:
+            self._writer_conn.close()
+            self._writer_conn = None
         self._probe_pool.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
 
