@@ -3,15 +3,20 @@
 Usage: `.venv/bin/python bench/bench_decision_store.py [--rows 1000000] [--writers 2]
 [--callers 16] [--per-caller 250] [--pg-url postgresql://postgres@127.0.0.1:5432/test]`
 
-1. Bulk (`record_many`, the batch worker's path): `--writers` processes each write their share
-   of `--rows` in chunks of `--chunk` rows (one transaction a chunk), all starting together;
-   rows/s is total rows over the wall time from the start signal to the last commit. Records
-   are built before the clock starts (their construction cost is printed separately). A second
-   pass writes the same rows again (a redelivered job): nothing is new, and it is timed too.
+1. Bulk, the batch worker's path: `--writers` processes each write their share of `--rows` in
+   chunks of `--chunk` rows (one transaction a chunk), all starting together; rows/s is total
+   rows over the wall time from the start signal to the last commit. `record_batch` takes a
+   chunk as columns (`DecisionBatch`), `record_many` as `DecisionRecord` objects (fewer rows by
+   default: building the objects is the slow part). The data is built before the clock starts
+   (its cost is printed separately), and the CPU each writer and its PostgreSQL backend used is
+   printed per row: on a busy machine wall time measures the neighbours too, CPU time much less.
+   A second pass writes the same rows again (a redelivered job): nothing is new, timed too.
    Target: >= 100,000 rows/s into PostgreSQL for 1M rows with 2 writers.
 2. Single records (`record`, the predict path): `--callers` asyncio tasks each await
-   `--per-caller` records one after another, with group commit (the default store) and with one
-   commit per record (`max_batch=1`, otherwise identical); records/s, commits and p99 latency.
+   `--per-caller` records one after another (nothing else to do in between, so this measures
+   the commit path alone), with group commit (the defaults), with a 2 ms linger, with SQLite's
+   synchronous=NORMAL, and with one commit per record (`max_batch=1`, otherwise identical);
+   records/s, records per commit and p99 latency.
 
 PostgreSQL runs in a fresh database `dec_bench_<hex>` (dropped afterwards); it is skipped when
 nothing answers at `--pg-url`. SQLite runs in a temp directory with the default synchronous=FULL.
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
+import os
 import statistics
 import tempfile
 import time
@@ -126,6 +132,14 @@ def columnar(job_id: str, start: int, n: int, created: datetime) -> DecisionBatc
     )
 
 
+def _backend_cpu_s(pid: int | None) -> float:
+    """CPU seconds a local PostgreSQL backend has used (0 for SQLite, which runs in-process)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _writer(url: str, mode: str, rows: int, chunk: int, ready: Barrier, out: mp.Queue) -> None:  # type: ignore[type-arg]
     created = datetime.now(UTC).replace(microsecond=0)
     job = str(uuid.uuid4())
@@ -140,13 +154,19 @@ def _writer(url: str, mode: str, rows: int, chunk: int, ready: Barrier, out: mp.
     build_us = (time.perf_counter() - t0) / rows * 1e6
     store = DecisionStore.from_url(url, migrate=False)
     write = store.record_batch if mode == "record_batch" else store.record_many
+    pid = None
+    if store.type == "postgresql":  # the pool hands this one connection to every write
+        with store.engine.connect() as conn:
+            pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
     ready.wait()
+    cpu0, server0 = time.process_time(), _backend_cpu_s(pid)
     written = sum(write(part) for part in work)
+    cpu = (time.process_time() - cpu0, _backend_cpu_s(pid) - server0)
     ready.wait()  # the redelivery pass starts together too
     again = sum(write(part) for part in work)
     second = time.monotonic()
     store.close()
-    out.put((written, again, second, build_us))
+    out.put((written, again, second, build_us, cpu))
 
 
 def bench_bulk(label: str, url: str, mode: str, rows: int, writers: int, chunk: int) -> None:
@@ -164,7 +184,7 @@ def bench_bulk(label: str, url: str, mode: str, rows: int, writers: int, chunk: 
     t0 = time.monotonic()
     ready.wait()  # every writer has finished the first pass
     t1 = time.monotonic()
-    results: list[tuple[int, int, float, float]] = [out.get() for _ in procs]
+    results: list[tuple[int, int, float, float, tuple[float, float]]] = [out.get() for _ in procs]
     for p in procs:
         p.join()
     written = sum(r[0] for r in results)
@@ -179,6 +199,9 @@ def bench_bulk(label: str, url: str, mode: str, rows: int, writers: int, chunk: 
     )
     print(f"{label} {mode} redelivered: {total / t_second:.0f} rows/s ({again} new)")
     print(f"{label} {mode} building {what}: {statistics.mean(r[3] for r in results):.2f} us/row")
+    client = sum(r[4][0] for r in results) / total * 1e6
+    server = sum(r[4][1] for r in results) / total * 1e6
+    print(f"{label} {mode} cpu per row: client {client:.2f} us, database {server:.2f} us")
 
 
 async def _callers(store: DecisionStore, callers: int, per_caller: int) -> list[float]:
@@ -196,8 +219,15 @@ async def _callers(store: DecisionStore, callers: int, per_caller: int) -> list[
 
 
 def bench_single(label: str, url: str, callers: int, per_caller: int) -> None:
-    for mode, max_batch in (("group commit", 500), ("one commit per record", 1)):
-        store = DecisionStore.from_url(url, max_batch=max_batch)
+    modes: list[tuple[str, dict[str, Any]]] = [
+        ("group commit", {}),
+        ("group commit, 2 ms linger", {"flush_interval_ms": 2}),
+        ("one commit per record", {"max_batch": 1}),
+    ]
+    if label == "sqlite":
+        modes.insert(1, ("group commit, synchronous=NORMAL", {"synchronous": "NORMAL"}))
+    for mode, options in modes:
+        store = DecisionStore.from_url(url, **options)
         asyncio.run(_callers(store, callers, 5))  # warm-up
         before = store.stats()["commits"]
         t0 = time.perf_counter()

@@ -100,6 +100,8 @@ class GroupCommitWriter:
         """Records in committed transactions (duplicates included)."""
         self.failed_records = 0
         """Records whose waiters were told the store is unavailable."""
+        self.last_commit = float("-inf")
+        """`time.monotonic()` of the last committed group."""
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -185,6 +187,7 @@ class GroupCommitWriter:
             return
         self.commits += 1
         self.records += len(batch)
+        self.last_commit = time.monotonic()
         self._backoff_s = 0.0
         self._settle(batch, None)
 
