@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -112,3 +113,16 @@ def test_recovery_needs_no_probe(
         except DecisionStoreUnavailable:
             assert time.monotonic() < deadline, "recording did not resume"
             time.sleep(0.1)
+
+
+def test_a_store_that_cannot_be_reached_at_start_is_unavailable(tmp_path: Path) -> None:
+    """Start-up (migrations) against a store that is not there: the same clear error, fast."""
+    (tmp_path / "a-file").write_text("not a directory")
+    with pytest.raises(DecisionStoreUnavailable):
+        DecisionStore.from_url(f"sqlite:///{tmp_path / 'a-file' / 'decisions.db'}")
+    t0 = time.monotonic()
+    with pytest.raises(DecisionStoreUnavailable):
+        DecisionStore.from_url("postgresql://postgres@127.0.0.1:1/nothing-listens-here")
+    assert time.monotonic() - t0 < 10
+    with pytest.raises(ValueError, match="DECISION_STORE_URL"):
+        DecisionStore.from_url("mysql://x@y/z")

@@ -5,12 +5,16 @@ One class for both back ends; what differs is confined to the write paths below,
 
 * `record` / `record_sync` — one decision, returning only once its transaction has committed,
   through the group-commit writer (`writer`). This is the predict path: "durable before answered".
-* `record_many` — a batch chunk in one transaction: PostgreSQL `COPY` into a temporary table and
-  one `INSERT ... SELECT ... ON CONFLICT DO NOTHING`; SQLite one `executemany`. A redelivered
-  chunk writes nothing twice, and the return value counts only rows new to the store.
+* `record_batch` (a chunk as columns, the batch worker's path) and `record_many` (a list of
+  records) — one transaction: on PostgreSQL a binary `COPY` straight into the table inside a
+  savepoint, falling back to a temporary table and `INSERT ... SELECT ... ON CONFLICT DO
+  NOTHING` when some rows are already there (a redelivered chunk); on SQLite one
+  `executemany`. Nothing is written twice; the return value counts only rows new to the store.
 
-Reads (`get`, `query`, `iter_range`, `export`) turn a database that cannot be reached into
-`DecisionStoreUnavailable`, as writes do; `status` answers /readyz in bounded time.
+Every method blocks (the writer thread is what lets `record` await): async callers run the
+reads in a thread. Reads (`get`, `query`, `iter_range`, `export`) turn a database that cannot be
+reached into `DecisionStoreUnavailable`, as writes do; `status` answers /readyz in bounded time.
+A store starts a thread: make it after a fork (a Celery child's `worker_process_init`), not before.
 """
 
 from __future__ import annotations
@@ -109,11 +113,21 @@ class DecisionStore:
     ) -> DecisionStore:
         """A store for `sqlite:///path` or `postgresql://...`, migrated to head unless
         `migrate=False` (then the schema must already be there)."""
-        engine = create_store_engine(
-            normalize_url(url), synchronous=synchronous, busy_timeout_s=busy_timeout_s
-        )
-        if migrate:
-            upgrade_engine(engine)
+        sa_url = normalize_url(url)  # a malformed URL is a configuration error, raised as is
+        try:
+            engine = create_store_engine(
+                sa_url, synchronous=synchronous, busy_timeout_s=busy_timeout_s
+            )
+            if migrate:
+                try:
+                    upgrade_engine(engine)
+                except BaseException:
+                    engine.dispose()
+                    raise
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise DecisionStoreUnavailable("the decision store cannot be reached") from exc
+            raise
         return cls(
             engine,
             flush_interval_ms=flush_interval_ms,

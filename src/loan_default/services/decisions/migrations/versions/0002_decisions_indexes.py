@@ -27,7 +27,12 @@ def upgrade() -> None:
         postgresql_where=sa.text("reference IS NOT NULL"),
         sqlite_where=sa.text("reference IS NOT NULL"),
     )
-    op.create_index("ix_decisions_model_version", "decisions", ["model_version", "decision_id"])
+    op.create_index(
+        "ix_decisions_model_version",
+        "decisions",
+        ["model_version", "decision_id"],
+        postgresql_using="brin",  # versions serve contiguous time: see schema.py
+    )
     op.create_index("ix_decisions_key_id", "decisions", ["key_id", "decision_id"])
 
 
