@@ -180,6 +180,27 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=0, ge=0)
     """Worker processes per `loan-default worker`; 0 means one per CPU."""
 
+    # --- decision record ----------------------------------------------------------------
+    decision_store_url: str = "sqlite:///var/decisions.db"
+    """Where every decision is recorded: `sqlite:///path` (embedded, WAL, no server; the
+    directory is created) or `postgresql://user:pass@host/db` (partitioned by month)."""
+    decision_recording: Literal["required", "best_effort", "off"] = "required"
+    """`required`: a prediction is answered only after its record is committed, and predict
+    answers 503 while the store is down. `best_effort`: serve anyway and count each lost record
+    in a metric. `off`: record nothing."""
+    decision_retention_months: int = Field(default=25, ge=1)
+    """Months a decision record is kept before the purge removes it (25: the ECOA / Regulation B
+    record-retention period, 12 CFR 1002.12(b)(1)); PostgreSQL drops whole monthly partitions."""
+    decision_flush_interval_ms: float = Field(default=0.0, ge=0, le=1000)
+    """How long the group-commit writer waits for more records before committing a group; 0
+    commits as soon as the previous commit is done (records that arrive meanwhile still share
+    the next one)."""
+    decision_max_batch: int = Field(default=500, ge=1, le=100_000)
+    """Most records committed in one group-commit transaction."""
+    decision_sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    """SQLite only. `FULL` fsyncs every commit (records survive power loss); `NORMAL` survives a
+    killed process but may lose the last commits on power loss."""
+
     prometheus_multiproc_dir: str = ""
 
     @field_validator("threshold_objective")

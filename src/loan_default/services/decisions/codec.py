@@ -1,0 +1,251 @@
+"""Decisions as database rows, and the SQL that writes them idempotently on each dialect.
+
+Writes bypass SQLAlchemy's per-value processing (several microseconds a row): for SQLite and
+for PostgreSQL's group commit a record becomes one plain tuple, the time as text and the reason
+codes as JSON text; PostgreSQL's bulk path turns whole columns into a binary `COPY` stream
+(`pgcopy`). Reads go through the `schema` types; the text formats here are the ones those types
+read back: SQLite's fixed-width UTC `YYYY-MM-DD HH:MM:SS.ffffff`, PostgreSQL's ISO 8601.
+
+Every insert is `ON CONFLICT (decision_id, decided_at) DO NOTHING` (not SQLite's `OR IGNORE`,
+which would also swallow a NOT NULL failure): writing a decision twice writes it once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from functools import lru_cache
+from itertools import repeat
+from operator import attrgetter
+from typing import Any, Final
+
+import numpy as np
+import orjson
+import pyarrow as pa  # type: ignore[import-untyped]
+from sqlalchemy.engine import Dialect
+
+from loan_default.services.decisions import pgcopy
+from loan_default.services.decisions.batches import DecisionBatch
+from loan_default.services.decisions.ids import batch_id_bytes
+from loan_default.services.decisions.records import DecisionRecord
+from loan_default.services.decisions.schema import COLUMNS, TABLE
+
+Row = tuple[Any, ...]
+_CONFLICT: Final = "ON CONFLICT (decision_id, decided_at) DO NOTHING"
+_TEXT, _F64 = pa.string(), pa.float64()
+_TIME = pa.timestamp("us", tz="UTC")
+#: Arrow type and PostgreSQL binary type of each column, in COLUMNS order; the rest are text.
+_COPY_TYPES: Final[dict[str, tuple[pa.DataType, pgcopy.PgType]]] = {
+    "decision_id": (_TEXT, "uuid"),
+    "decided_at": (_TIME, "timestamptz"),
+    "row": (pa.int32(), "int4"),
+    "employed": (_F64, "float8"),
+    "bank_balance": (_F64, "float8"),
+    "annual_salary": (_F64, "float8"),
+    "saving_rate": (_F64, "float8"),
+    "probability": (_F64, "float8"),
+    "threshold": (_F64, "float8"),
+    "prediction": (pa.int16(), "int2"),
+    "reason_codes": (_TEXT, "jsonb"),
+    "challenger_probability": (_F64, "float8"),
+}
+_TYPES: Final[tuple[tuple[pa.DataType, pgcopy.PgType], ...]] = tuple(
+    _COPY_TYPES.get(c, (_TEXT, "text")) for c in COLUMNS
+)
+_FIELDS: Final = attrgetter(*COLUMNS)
+_REASONS: Final = COLUMNS.index("reason_codes")
+
+
+def _sqlite_time(at: datetime) -> str:
+    return at.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def _pg_time(at: datetime) -> str:
+    return at.isoformat(timespec="microseconds")
+
+
+def time_text(dialect: str) -> Callable[[datetime], str]:
+    return _sqlite_time if dialect == "sqlite" else _pg_time
+
+
+class _Codes(dict[tuple[str, ...], str]):
+    """Reason-code tuples to JSON text; a chunk has few distinct tuples, so each is encoded once."""
+
+    def __missing__(self, key: tuple[str, ...]) -> str:
+        text = self[key] = orjson.dumps(key).decode()
+        return text
+
+
+def rows(records: Iterable[DecisionRecord], dialect: str) -> list[Row]:
+    """One tuple per record, in `schema.COLUMNS` order, ready for the dialect's driver."""
+    fmt = time_text(dialect)
+    times: dict[datetime, str] = {}
+    codes = _Codes()
+    out: list[Row] = []
+    append = out.append
+    for r in records:
+        at = times.get(r.decided_at)
+        if at is None:
+            at = times[r.decided_at] = fmt(r.decided_at)
+        append(
+            (
+                r.decision_id,
+                at,
+                r.request_id,
+                r.key_id,
+                r.reference,
+                r.source,
+                r.job_id,
+                r.row,
+                r.employed,
+                r.bank_balance,
+                r.annual_salary,
+                r.saving_rate,
+                r.model_name,
+                r.model_version,
+                r.model_alias,
+                r.probability,
+                r.threshold,
+                r.prediction,
+                r.risk_band,
+                codes[r.reason_codes],
+                r.challenger_version,
+                r.challenger_probability,
+            )
+        )
+    return out
+
+
+def batch_rows(batch: DecisionBatch, dialect: str) -> list[Row]:
+    """`rows` for a columnar batch, built by `zip` without a per-row object."""
+    n = len(batch)
+    codes = _Codes()
+    chall = batch.challenger_probability
+    columns: list[Iterable[Any]] = [
+        batch.decision_ids(),
+        repeat(time_text(dialect)(batch.created_at), n),
+        repeat(batch.request_id, n),
+        repeat(batch.key_id, n),
+        _plain(batch.references) if batch.references is not None else repeat(None, n),
+        repeat("batch", n),
+        repeat(batch.job_id, n),
+        batch.rows.tolist(),
+        batch.employed.tolist(),
+        batch.bank_balance.tolist(),
+        batch.annual_salary.tolist(),
+        batch.saving_rate.tolist(),
+        repeat(batch.model_name, n),
+        repeat(batch.model_version, n),
+        repeat(batch.model_alias, n),
+        batch.probability.tolist(),
+        repeat(float(batch.threshold), n),
+        batch.prediction.tolist(),
+        _plain(batch.risk_band),
+        [codes[tuple(c)] for c in batch.reason_codes],
+        repeat(batch.challenger_version, n),
+        chall.tolist() if chall is not None else repeat(None, n),
+    ]
+    return list(zip(*columns, strict=True))
+
+
+def _plain(values: Sequence[Any]) -> Sequence[Any]:
+    """Python objects for the SQLite driver (a numpy array of str holds numpy scalars)."""
+    tolist = getattr(values, "tolist", None)
+    return tolist() if tolist is not None else values
+
+
+def copy_records(records: Sequence[DecisionRecord]) -> pgcopy.CopyStream:
+    """The binary COPY stream of `records` (one column at a time, then `pgcopy`)."""
+    codes = _Codes()
+    columns: list[Any] = [list(col) for col in zip(*map(_FIELDS, records), strict=True)]
+    columns[_REASONS] = [codes[c] for c in columns[_REASONS]]
+    return pgcopy.stream(
+        [
+            pgcopy.field(pa.array(col, arrow_type), pg_type)
+            for col, (arrow_type, pg_type) in zip(columns, _TYPES, strict=True)
+        ]
+    )
+
+
+def copy_batch(batch: DecisionBatch) -> pgcopy.CopyStream:
+    """The binary COPY stream of a columnar batch: the ids from the job's id bytes and the row
+    numbers, the per-row columns straight from numpy, everything the chunk shares encoded once."""
+    n = len(batch)
+    ids = np.empty((n, 16), np.uint8)
+    ids[:, :12] = np.frombuffer(batch_id_bytes(batch.job_id, batch.created_at)[:12], np.uint8)
+    ids[:, 12:] = batch.rows.astype(">u4").view(np.uint8).reshape(n, 4)
+    codes = _Codes()
+    per_row: dict[str, Any] = {
+        "reference": batch.references,
+        "row": batch.rows,
+        "employed": batch.employed,
+        "bank_balance": batch.bank_balance,
+        "annual_salary": batch.annual_salary,
+        "saving_rate": batch.saving_rate,
+        "probability": batch.probability,
+        "prediction": batch.prediction,
+        "risk_band": batch.risk_band,
+        "reason_codes": [codes[tuple(c)] for c in batch.reason_codes],
+        "challenger_probability": batch.challenger_probability,
+    }
+    shared: dict[str, Any] = {
+        "decided_at": batch.created_at,
+        "request_id": batch.request_id,
+        "key_id": batch.key_id,
+        "source": "batch",
+        "job_id": batch.job_id,
+        "model_name": batch.model_name,
+        "model_version": batch.model_version,
+        "model_alias": batch.model_alias,
+        "threshold": float(batch.threshold),
+        "challenger_version": batch.challenger_version,
+    }
+    fields = [pgcopy.uuid_fields(ids)]
+    for name, (arrow_type, pg_type) in zip(COLUMNS[1:], _TYPES[1:], strict=True):
+        if name in shared:
+            fields.append(pgcopy.constant(shared[name], pg_type, arrow_type, n))
+        elif per_row[name] is None:
+            fields.append(pa.nulls(n, pa.binary()))
+        else:
+            fields.append(pgcopy.field(pa.array(per_row[name], arrow_type), pg_type))
+    return pgcopy.stream(fields)
+
+
+@lru_cache(maxsize=8)  # one entry per dialect: built once, not per commit
+def column_list(dialect: Dialect) -> str:
+    """The quoted column list (`row` is a keyword in both dialects)."""
+    quote = dialect.identifier_preparer.quote
+    return ", ".join(quote(c) for c in COLUMNS)
+
+
+@lru_cache(maxsize=8)
+def sqlite_insert(dialect: Dialect) -> str:
+    marks = ", ".join("?" for _ in COLUMNS)
+    # constants and quoted column names only; values are bound
+    return f"INSERT INTO {TABLE} ({column_list(dialect)}) VALUES ({marks}) {_CONFLICT}"  # noqa: S608
+
+
+@lru_cache(maxsize=8)
+def pg_insert_values(dialect: Dialect) -> str:
+    """For psycopg2's `execute_values` (one statement for the whole group)."""
+    return f"INSERT INTO {TABLE} ({column_list(dialect)}) VALUES %s {_CONFLICT}"  # noqa: S608
+
+
+@lru_cache(maxsize=8)
+def pg_copy(dialect: Dialect) -> str:
+    return f"COPY {TABLE} ({column_list(dialect)}) FROM STDIN WITH (FORMAT binary)"
+
+
+#: The idempotent bulk path: COPY into a session-private table (not WAL-logged, dropped at
+#: commit), then one INSERT ... SELECT ... ON CONFLICT DO NOTHING.
+STAGE: Final = "decisions_stage"
+
+
+@lru_cache(maxsize=8)
+def pg_staged(dialect: Dialect) -> tuple[str, str, str]:
+    cols = column_list(dialect)
+    return (
+        f"CREATE TEMP TABLE {STAGE} (LIKE {TABLE}) ON COMMIT DROP",
+        f"COPY {STAGE} ({cols}) FROM STDIN WITH (FORMAT binary)",
+        f"INSERT INTO {TABLE} ({cols}) SELECT {cols} FROM {STAGE} {_CONFLICT}",  # noqa: S608
+    )

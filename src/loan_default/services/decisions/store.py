@@ -1,0 +1,458 @@
+"""`DecisionStore`: write decision records durably, read them back, export and purge them.
+
+One class for both back ends; what differs is confined to the write paths below, `partitions`
+(PostgreSQL) and `engines` (connection settings). Writes:
+
+* `record` / `record_sync` — one decision, returning only once its transaction has committed,
+  through the group-commit writer (`writer`). This is the predict path: "durable before answered".
+* `record_batch` (a chunk as columns, the batch worker's path) and `record_many` (a list of
+  records) — one transaction: on PostgreSQL a binary `COPY` straight into the table inside a
+  savepoint, falling back to a temporary table and `INSERT ... SELECT ... ON CONFLICT DO
+  NOTHING` when some rows are already there (a redelivered chunk); on SQLite one
+  `executemany`. Nothing is written twice; the return value counts only rows new to the store.
+
+Every method blocks (the writer thread is what lets `record` await): async callers run the
+reads in a thread. Reads (`get`, `query`, `iter_range`, `export`) turn a database that cannot be
+reached into `DecisionStoreUnavailable`, as writes do; `status` answers /readyz in bounded time.
+A store starts a thread: make it after a fork (a Celery child's `worker_process_init`), not before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from loan_default.services.decisions import codec, partitions, queries
+from loan_default.services.decisions.batches import DecisionBatch
+from loan_default.services.decisions.engines import (
+    DEFAULT_BUSY_TIMEOUT_S,
+    StoreType,
+    Synchronous,
+    create_store_engine,
+    normalize_url,
+    store_type,
+)
+from loan_default.services.decisions.errors import DecisionStoreUnavailable
+from loan_default.services.decisions.export import write_export
+from loan_default.services.decisions.ids import decided_at_of, valid_decision_id
+from loan_default.services.decisions.migrate import upgrade_engine
+from loan_default.services.decisions.pgcopy import CopyStream
+from loan_default.services.decisions.records import DecisionRecord
+from loan_default.services.decisions.schema import decisions
+from loan_default.services.decisions.writer import GroupCommitWriter, dbapi_error, is_unavailable
+
+if TYPE_CHECKING:
+    from loan_default.core.config import Settings
+
+DEFAULT_FLUSH_INTERVAL_MS: Final = 0.0
+DEFAULT_MAX_BATCH: Final = 500
+DEFAULT_RECORD_TIMEOUT_S: Final = 10.0
+#: PostgreSQL: no partition holds the row's month (SQLSTATE check_violation, this message).
+_NO_PARTITION: Final = "no partition of relation"
+_CHECK_VIOLATION: Final = "23514"
+_COPY_BUFFER: Final = 1 << 20
+#: status(): a commit this recent (seconds) shows the store is up without probing it
+_FRESH_S: Final = 5.0
+
+
+def _expire(fut: asyncio.Future[None], timeout_s: float) -> None:
+    if not fut.done():
+        fut.set_exception(
+            DecisionStoreUnavailable(f"the decision was not recorded within {timeout_s:g} s")
+        )
+
+
+class DecisionStore:
+    """The decision record store; build it with `from_url` or `from_settings`."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        flush_interval_ms: float = DEFAULT_FLUSH_INTERVAL_MS,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        record_timeout_s: float = DEFAULT_RECORD_TIMEOUT_S,
+        months_ahead: int = 2,
+    ) -> None:
+        self.engine = engine
+        self.type: StoreType = store_type(engine.url)
+        self._record_timeout_s = record_timeout_s
+        self._months_ahead = months_ahead
+        self._probe_pool = ThreadPoolExecutor(1, thread_name_prefix="decision-probe")
+        self._probe: Future[bool] | None = None
+        self._probe_lock = threading.Lock()
+        self._writer_conn: Any = None
+        self._writer = GroupCommitWriter(
+            self._write_group,
+            flush_interval_s=flush_interval_ms / 1000,
+            max_batch=max_batch,
+            maintain=self._maintain if self.type == "postgresql" else None,
+        )
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        synchronous: Synchronous = "FULL",
+        flush_interval_ms: float = DEFAULT_FLUSH_INTERVAL_MS,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+        record_timeout_s: float = DEFAULT_RECORD_TIMEOUT_S,
+        migrate: bool = True,
+    ) -> DecisionStore:
+        """A store for `sqlite:///path` or `postgresql://...`, migrated to head unless
+        `migrate=False` (then the schema must already be there)."""
+        sa_url = normalize_url(url)  # a malformed URL is a configuration error, raised as is
+        try:
+            engine = create_store_engine(
+                sa_url, synchronous=synchronous, busy_timeout_s=busy_timeout_s
+            )
+            if migrate:
+                try:
+                    upgrade_engine(engine)
+                except BaseException:
+                    engine.dispose()
+                    raise
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise DecisionStoreUnavailable("the decision store cannot be reached") from exc
+            raise
+        return cls(
+            engine,
+            flush_interval_ms=flush_interval_ms,
+            max_batch=max_batch,
+            record_timeout_s=record_timeout_s,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, migrate: bool = True) -> DecisionStore:
+        return cls.from_url(
+            settings.decision_store_url,
+            synchronous=settings.decision_sqlite_synchronous,
+            flush_interval_ms=settings.decision_flush_interval_ms,
+            max_batch=settings.decision_max_batch,
+            migrate=migrate,
+        )
+
+    # --- writes ------------------------------------------------------------------------------
+    async def record(self, record: DecisionRecord) -> None:
+        """Return once `record` is committed (with the records of concurrent callers), or raise
+        `DecisionStoreUnavailable` (store down, or no commit within the record timeout).
+
+        The timeout is one timer handle, not `asyncio.wait_for` (which wraps the future and costs
+        several times more on a path every prediction takes)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._writer.submit(record, fut)
+        timer = loop.call_later(self._record_timeout_s, _expire, fut, self._record_timeout_s)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+
+    def record_sync(self, record: DecisionRecord) -> None:
+        """`record` for threads without an event loop; the same group commit."""
+        fut: Future[None] = Future()
+        self._writer.submit(record, fut)
+        try:
+            fut.result(self._record_timeout_s)
+        except TimeoutError:
+            raise DecisionStoreUnavailable(
+                f"the decision was not recorded within {self._record_timeout_s:g} s"
+            ) from None
+
+    def record_many(self, records: Sequence[DecisionRecord]) -> int:
+        """Write `records` in one transaction, idempotently; returns how many were new."""
+        if not records:
+            return 0
+        data = codec.rows(records, self.type) if self.type == "sqlite" else []
+        return self._bulk(
+            {r.decided_at for r in records},
+            lambda: data,
+            lambda: codec.copy_records(records),
+        )
+
+    def record_batch(self, batch: DecisionBatch) -> int:
+        """`record_many` for a columnar chunk (the batch worker's path, no per-row objects)."""
+        if not len(batch):
+            return 0
+        return self._bulk(
+            {batch.created_at},
+            lambda: codec.batch_rows(batch, self.type),
+            lambda: codec.copy_batch(batch),
+        )
+
+    def _bulk(
+        self,
+        times: set[datetime],
+        sqlite_rows: Callable[[], Sequence[codec.Row]],
+        copy_stream: Callable[[], CopyStream],
+    ) -> int:
+        try:
+            if self.type == "sqlite":
+                data = sqlite_rows()
+                return self._with_partitions(times, lambda db: self._insert(db, data), self._pooled)
+            payload = copy_stream()
+            return self._with_partitions(times, lambda db: self._copy(db, payload), self._pooled)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise DecisionStoreUnavailable("the decision store is unavailable") from exc
+            raise
+
+    def _write_group(self, records: list[DecisionRecord]) -> None:
+        """The group-commit writer's write: on its own connection, kept between groups (a
+        pool checkout and SQLAlchemy's transaction wrapper cost more than a small group)."""
+        data = codec.rows(records, self.type)
+        times = {r.decided_at for r in records}
+        self._with_partitions(times, lambda db: self._insert(db, data), self._dedicated)
+
+    def _pooled(self, write: Callable[[Any], int]) -> int:
+        with self.engine.begin() as conn:
+            return write(conn.connection.dbapi_connection)
+
+    def _dedicated(self, write: Callable[[Any], int]) -> int:
+        raw = self._writer_conn
+        if raw is None:
+            raw = self._writer_conn = self.engine.raw_connection()
+        try:
+            written = write(raw)
+            raw.commit()
+        except BaseException:
+            self._writer_conn = None
+            raw.invalidate()  # a fresh connection next time: this one may be dead or mid-failure
+            raise
+        return written
+
+    def _with_partitions(
+        self,
+        times: set[datetime],
+        write: Callable[[Any], int],
+        run: Callable[[Callable[[Any], int]], int],
+    ) -> int:
+        """`run(write)` in one transaction; on PostgreSQL, a row whose month has no partition
+        yet makes that month's partition and tries once more (see `partitions`)."""
+        try:
+            return run(write)
+        except Exception as exc:
+            orig = dbapi_error(exc)
+            if getattr(orig, "pgcode", None) != _CHECK_VIOLATION or _NO_PARTITION not in str(orig):
+                raise
+        partitions.ensure_months(self.engine, times)
+        return run(write)
+
+    def _insert(self, db: Any, data: Sequence[codec.Row]) -> int:
+        cur = db.cursor()
+        try:
+            if self.type == "sqlite":
+                cur.executemany(codec.sqlite_insert(self.engine.dialect), data)
+            else:
+                from psycopg2.extras import execute_values  # type: ignore[import-untyped]
+
+                sql = codec.pg_insert_values(self.engine.dialect)
+                execute_values(cur, sql, data, page_size=len(data))
+            return int(cur.rowcount)
+        finally:
+            cur.close()
+
+    def _copy(self, db: Any, payload: CopyStream) -> int:
+        """COPY straight into the table inside a savepoint: a chunk's first delivery (the usual
+        case) has no conflict and costs one pass. A conflict (a redelivered chunk) rolls back to
+        the savepoint and takes the staged path, where ON CONFLICT skips the rows already in."""
+        from psycopg2.errors import UniqueViolation  # type: ignore[import-untyped]
+
+        cur = db.cursor()
+        dialect = self.engine.dialect
+        try:
+            cur.execute("SAVEPOINT decisions_copy")
+            try:
+                cur.copy_expert(codec.pg_copy(dialect), payload.rewind(), _COPY_BUFFER)
+            except UniqueViolation:
+                cur.execute("ROLLBACK TO SAVEPOINT decisions_copy")
+            else:
+                copied = int(cur.rowcount)
+                cur.execute("RELEASE SAVEPOINT decisions_copy")
+                return copied
+            create, copy, insert = codec.pg_staged(dialect)
+            cur.execute(create)
+            cur.copy_expert(copy, payload.rewind(), _COPY_BUFFER)
+            cur.execute(insert)
+            return int(cur.rowcount)
+        finally:
+            cur.close()
+
+    def _maintain(self) -> None:
+        partitions.ensure_partitions(self.engine, self._months_ahead)
+
+    # --- reads -------------------------------------------------------------------------------
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise DecisionStoreUnavailable("the decision store is unavailable") from exc
+            raise
+
+    def get(self, decision_id: str) -> DecisionRecord | None:
+        """The record of `decision_id`, or None (also for a string that is no decision id)."""
+        decision_id = decision_id.lower()
+        if not valid_decision_id(decision_id):
+            return None
+        t = decisions.c
+        stmt = sa.select(decisions).where(
+            t.decision_id == decision_id, t.decided_at == decided_at_of(decision_id)
+        )
+        with self._reading() as conn:
+            row = conn.execute(stmt).mappings().first()
+        return None if row is None else DecisionRecord.from_mapping(row)
+
+    def query(
+        self,
+        *,
+        reference: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        model_version: str | None = None,
+        key_id: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> tuple[list[DecisionRecord], str | None]:
+        """One page of matching records in time order, and the cursor of the next page (None
+        on the last page). `start` is inclusive, `end` exclusive."""
+        after = queries.decode_cursor(cursor) if cursor else None
+        stmt = queries.select_page(
+            reference=reference,
+            start=start,
+            end=end,
+            model_version=model_version,
+            key_id=key_id,
+            after=after,
+            limit=limit + 1,
+        )
+        with self._reading() as conn:
+            page = [DecisionRecord.from_mapping(m) for m in conn.execute(stmt).mappings()]
+        if len(page) <= limit:
+            return page, None
+        page = page[:limit]
+        return page, queries.encode_cursor(page[-1].decision_id)
+
+    def iter_pages(
+        self, start: datetime, end: datetime, batch_size: int = 5000
+    ) -> Iterator[list[DecisionRecord]]:
+        """Every record with start <= decided_at < end, a page per short query (no cursor or
+        transaction is held open between pages)."""
+        after: str | None = None
+        while True:
+            stmt = queries.select_page(start=start, end=end, after=after, limit=batch_size)
+            with self._reading() as conn:
+                page = [DecisionRecord.from_mapping(m) for m in conn.execute(stmt).mappings()]
+            if page:
+                yield page
+            if len(page) < batch_size:
+                return
+            after = page[-1].decision_id
+
+    def iter_range(
+        self, start: datetime, end: datetime, batch_size: int = 5000
+    ) -> Iterator[DecisionRecord]:
+        for page in self.iter_pages(start, end, batch_size):
+            yield from page
+
+    def export(
+        self, start: datetime, end: datetime, out_path: Path, *, escape_formulas: bool = True
+    ) -> int:
+        """Write the records of [start, end) to a .csv or .parquet file; returns the row count."""
+        return write_export(
+            self.iter_pages(start, end), Path(out_path), escape_formulas=escape_formulas
+        )
+
+    # --- retention and health ----------------------------------------------------------------
+    def purge(self, older_than: datetime) -> int:
+        """Remove records decided before `older_than`; returns how many. PostgreSQL drops the
+        partitions whose month ends by then (and deletes no row from any other); SQLite deletes
+        rows in short transactions so the writer is never locked out for long."""
+        if older_than.tzinfo is None:
+            raise ValueError("older_than must be timezone-aware")
+        if self.type == "postgresql":
+            return partitions.drop_partitions_before(self.engine, older_than)[0]
+        removed = 0
+        at = decisions.c.decided_at
+        # the id range finds them on the primary key (ids begin with their time, see queries)
+        old = sa.and_(decisions.c.decision_id < queries.id_floor(older_than), at < older_than)
+        victims: sa.Select[tuple[Any]] = (
+            sa.select(sa.literal_column("rowid")).where(old).limit(10_000)
+        )
+        stmt = sa.delete(decisions).where(sa.literal_column("rowid").in_(victims.scalar_subquery()))
+        while True:
+            with self.engine.begin() as conn:
+                n = conn.execute(stmt).rowcount
+            removed += n
+            if n == 0:
+                return removed
+
+    def _ping(self) -> bool:
+        with self.engine.connect() as conn:
+            if self.type == "sqlite":
+                # the write lock, not just a read: a store that cannot be written is down
+                raw = conn.connection.dbapi_connection
+                assert raw is not None
+                raw.execute("BEGIN IMMEDIATE")
+                raw.execute("ROLLBACK")
+            else:
+                conn.execute(sa.text("SELECT 1"))
+        return True
+
+    def status(self, timeout_s: float = 1.0) -> dict[str, str]:
+        """For /readyz: `{"type": "sqlite"|"postgresql", "status": "ok"|"unavailable"}` within
+        `timeout_s`, whatever the database does; never the error text.
+
+        A group committed in the last `_FRESH_S` seconds is proof enough (and a probe for the
+        SQLite write lock would queue behind a busy writer and flap). Otherwise a single-flight
+        probe runs in its own thread; one that answers ends the writer's back-off, so a
+        recovered store records again at once."""
+        w = self._writer
+        if w.healthy and time.monotonic() - w.last_commit < _FRESH_S:
+            return {"type": self.type, "status": "ok"}
+        with self._probe_lock:
+            if self._probe is None or self._probe.done():
+                self._probe = self._probe_pool.submit(self._ping)
+            probe = self._probe
+        try:
+            ok = probe.result(timeout_s)
+        except Exception:  # the probe's error is the answer ("unavailable"), not a failure
+            ok = False
+        if ok:
+            w.retry_now()
+        return {"type": self.type, "status": "ok" if ok else "unavailable"}
+
+    def stats(self) -> dict[str, int]:
+        """Counters of the group-commit writer (commits, records, failed_records)."""
+        w = self._writer
+        return {"commits": w.commits, "records": w.records, "failed_records": w.failed_records}
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer and release the connections."""
+        self._writer.close()
+        if self._writer_conn is not None:
+            self._writer_conn.close()
+            self._writer_conn = None
+        self._probe_pool.shutdown(wait=False, cancel_futures=True)
+        self.engine.dispose()
+
+    def __enter__(self) -> DecisionStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

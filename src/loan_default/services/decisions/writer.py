@@ -1,0 +1,243 @@
+"""Group commit: one writer thread, one transaction for every record that arrived meanwhile.
+
+Why: a prediction may only be answered once its record is committed, and a commit costs a
+round trip (PostgreSQL) or an fsync (SQLite, synchronous=FULL), so one transaction per request
+caps throughput at the commit rate. Here callers put their record on a queue and wait; the
+writer takes everything queued (up to `max_batch`), optionally lingers `flush_interval_s` for
+more, writes them in one transaction and then wakes every waiter. While one group commits the
+next one gathers, so groups grow with load and a lone request is not delayed. Async callers are
+woken with one `call_soon_threadsafe` per event loop per group, not one per record.
+
+Failure: every waiter of a failed group gets `DecisionStoreUnavailable`, and the writer keeps
+running. For a short back-off after a failure (doubling, at most `MAX_BACKOFF_S`) new groups
+fail at once instead of each waiting out a dead server; the first group after it tries again,
+so recording resumes by itself when the database is back. A group that fails for a reason other
+than availability (a bad value) is retried record by record, so one bad record fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Final
+
+import psycopg2  # type: ignore[import-untyped]
+import sqlalchemy as sa
+from loguru import logger
+
+from loan_default.services.decisions.errors import DecisionStoreUnavailable
+from loan_default.services.decisions.records import DecisionRecord
+
+Waiter = asyncio.Future[None] | Future[None]
+Item = tuple[DecisionRecord, Waiter]
+
+#: PEP 249's classes for "the database, not the data": SQLite's covers locked, read-only, full
+#: and missing files; psycopg2's covers refused and lost connections, cancels and lock timeouts.
+_UNAVAILABLE: Final = (
+    sqlite3.OperationalError,
+    sqlite3.InterfaceError,
+    psycopg2.OperationalError,
+    psycopg2.InterfaceError,
+)
+MIN_BACKOFF_S: Final = 0.05
+MAX_BACKOFF_S: Final = 1.0
+_STOP: Final = object()
+
+
+def dbapi_error(exc: BaseException) -> BaseException:
+    """The driver's own exception: SQLAlchemy wraps errors of the statements it runs, while the
+    raw cursors of the bulk paths (executemany, COPY) raise the driver's directly."""
+    return exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Errors that say the store cannot be reached or written now (down, locked, full,
+    refusing connections, timed out), not that a record is bad."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(
+        exc,
+        sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.TimeoutError | OSError,
+    ):
+        return True
+    return isinstance(dbapi_error(exc), _UNAVAILABLE)
+
+
+class GroupCommitWriter:
+    """The writer thread; `write(records)` must commit them in one transaction or raise."""
+
+    def __init__(
+        self,
+        write: Callable[[list[DecisionRecord]], None],
+        *,
+        flush_interval_s: float,
+        max_batch: int,
+        maintain: Callable[[], None] | None = None,
+        maintain_every_s: float = 3600.0,
+        name: str = "decision-writer",
+    ) -> None:
+        if max_batch < 1 or flush_interval_s < 0:
+            raise ValueError("max_batch must be >= 1 and flush_interval_s >= 0")
+        self._write = write
+        self._flush_interval_s = flush_interval_s
+        self._max_batch = max_batch
+        self._maintain = maintain
+        self._maintain_every_s = maintain_every_s
+        self._next_maintenance = time.monotonic() + maintain_every_s
+        self._queue: queue.SimpleQueue[Item | object] = queue.SimpleQueue()
+        self._backoff_s = 0.0
+        self._down_until = 0.0
+        self._closed = False
+        self.commits = 0
+        """Transactions committed (a group is one; the tests compare it with records)."""
+        self.records = 0
+        """Records in committed transactions (duplicates included)."""
+        self.failed_records = 0
+        """Records whose waiters were told the store is unavailable."""
+        self.last_commit = float("-inf")
+        """`time.monotonic()` of the last committed group."""
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def healthy(self) -> bool:
+        """False while in the back-off after a failed group."""
+        return self._backoff_s == 0.0
+
+    def submit(self, record: DecisionRecord, waiter: Waiter) -> None:
+        if self._closed:
+            raise DecisionStoreUnavailable("the decision store is closed")
+        self._queue.put((record, waiter))
+
+    def retry_now(self) -> None:
+        """End the back-off early (a health probe saw the store answer again)."""
+        self._down_until = 0.0
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Write what is queued, then stop the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout_s)
+
+    # --- the thread --------------------------------------------------------------------------
+    def _run(self) -> None:
+        q = self._queue
+        stopping = False
+        while not stopping:
+            first = q.get()
+            if first is _STOP:
+                break
+            batch: list[Item] = [first]  # type: ignore[list-item]
+            deadline = time.monotonic() + self._flush_interval_s
+            while len(batch) < self._max_batch:
+                try:
+                    item = q.get_nowait()
+                except queue.Empty:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = q.get(timeout=remaining)
+                    except queue.Empty:
+                        break
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)  # type: ignore[arg-type]
+            self._commit(batch)
+            self._maybe_maintain()
+        self._drain()
+
+    def _drain(self) -> None:
+        """Fail whatever was queued after the stop (a caller racing `close`)."""
+        left: list[Item] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                left.append(item)  # type: ignore[arg-type]
+        if left:
+            self._fail(left, "the decision store is closed")
+
+    def _commit(self, batch: list[Item]) -> None:
+        if time.monotonic() < self._down_until:
+            self._fail(batch, "the decision store is unavailable")
+            return
+        try:
+            self._write([record for record, _ in batch])
+        except Exception as exc:
+            if is_unavailable(exc):
+                self._failed(batch, exc)
+            elif len(batch) > 1:
+                for item in batch:
+                    self._commit([item])
+            else:  # this record cannot be stored (a bug upstream); the store is fine
+                logger.opt(exception=exc).error("a decision record could not be written")
+                self._fail(batch, "the decision could not be recorded")
+            return
+        self.commits += 1
+        self.records += len(batch)
+        self.last_commit = time.monotonic()
+        self._backoff_s = 0.0
+        self._settle(batch, None)
+
+    def _failed(self, batch: list[Item], exc: Exception) -> None:
+        first = self._backoff_s == 0.0
+        self._backoff_s = min(MAX_BACKOFF_S, max(MIN_BACKOFF_S, self._backoff_s * 2))
+        self._down_until = time.monotonic() + self._backoff_s
+        # the traceback once per outage; then one line per attempt
+        logger.opt(exception=exc if first else None).warning(
+            "decision store write failed ({}: {} records); next attempt in {:.2f} s",
+            type(exc).__name__,
+            len(batch),
+            self._backoff_s,
+        )
+        self._fail(batch, "the decision store is unavailable")
+
+    def _fail(self, batch: list[Item], error: str) -> None:
+        self.failed_records += len(batch)
+        self._settle(batch, error)
+
+    def _maybe_maintain(self) -> None:
+        if self._maintain is None or time.monotonic() < self._next_maintenance:
+            return
+        self._next_maintenance = time.monotonic() + self._maintain_every_s
+        try:
+            self._maintain()
+        except Exception:  # maintenance must never stop the writer; the next hour retries
+            logger.exception("decision store maintenance failed")
+
+    @staticmethod
+    def _settle(batch: list[Item], error: str | None) -> None:
+        loops: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        for _, waiter in batch:
+            if isinstance(waiter, asyncio.Future):
+                loops.setdefault(waiter.get_loop(), []).append(waiter)
+            elif not waiter.done():
+                if error is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(DecisionStoreUnavailable(error))
+        for loop, futures in loops.items():
+            with contextlib.suppress(RuntimeError):  # the loop closed while its callers waited
+                loop.call_soon_threadsafe(_wake, futures, error)
+
+
+def _wake(futures: list[asyncio.Future[None]], error: str | None) -> None:
+    for fut in futures:
+        if fut.done():  # cancelled: the caller timed out or went away
+            continue
+        if error is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(DecisionStoreUnavailable(error))
