@@ -63,6 +63,7 @@ def make_settings(store: Path, **overrides: object) -> Settings:
         "mlflow_tracking_uri": f"sqlite:///{store / 'mlflow.db'}",
         "mlflow_artifact_root": str(store / "artifacts"),
         "data_path": str(DATA_FILE),
+        "decision_store_url": f"sqlite:///{store / 'decisions.db'}",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -36,6 +36,7 @@ def store_env(store: Path, **overrides: object) -> dict[str, str]:
             "API_KEYS": TEST_API_KEY,
             "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
             "MLFLOW_ARTIFACT_ROOT": str(store / "artifacts"),
+            "DECISION_STORE_URL": f"sqlite:///{store / 'decisions.db'}",
             "MODEL_CACHE_DIR": str(store / "cache"),
             "DATA_PATH": str(DATA_FILE),
             "LOG_LEVEL": "INFO",

@@ -72,11 +72,13 @@ def test_predict_contract(api: TestClient, bundle: Any) -> None:
     assert body["message"]
     data = body["data"]
     assert set(data) == {
+        "decision_id",
         "prediction",
         "probability",
         "default_risk",
         "model_version",
         "features_used",
+        "reasons",
     }
     assert data["model_version"] == "1"
     p = data["probability"]

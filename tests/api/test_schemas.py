@@ -70,9 +70,13 @@ def test_a_reference_is_echoed_back(app: Any, reference: str) -> None:
     )
     assert with_ref.status_code == 200, with_ref.text
     assert with_ref.json()["data"]["reference"] == reference
-    assert {k: v for k, v in with_ref.json()["data"].items() if k != "reference"} == (
-        without.json()["data"]
-    )
+    # the same answer but for the reference and each decision's own id
+    ignore = {"reference", "decision_id"}
+    assert {k: v for k, v in with_ref.json()["data"].items() if k not in ignore} == {
+        k: v for k, v in without.json()["data"].items() if k not in ignore
+    }
+    ids = {r.json()["data"]["decision_id"] for r in (with_ref, without, null)}
+    assert len(ids) == 3 and None not in ids
     assert "reference" not in without.json()["data"]
     assert "reference" not in null.json()["data"]
 

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from loguru import logger
+from starlette.concurrency import run_in_threadpool
 
 from loan_default.api import errors as api_errors
 from loan_default.api.deps import KeyTable, authorize
@@ -28,6 +29,7 @@ from loan_default.core.logging import AccessLog, configure_logging
 from loan_default.model.bundle import ModelBundle
 from loan_default.services import metrics
 from loan_default.services.batch import Dispatcher
+from loan_default.services.decisions.recorder import DecisionRecorder
 from loan_default.services.drift import DriftMonitor
 from loan_default.services.model import ModelService
 
@@ -49,12 +51,15 @@ def create_app(
     *,
     model_service: ModelService | None = None,
     dispatcher: Dispatcher | None = None,
+    decisions: DecisionRecorder | None = None,
 ) -> FastAPI:
     """Build the app from its collaborators.
 
     `model_service`: serve a given (e.g. in-memory) model instead of the registry's alias.
     `dispatcher`: publishes batch chunk tasks (the Celery app in production); without one, or
     without a job store URL, the batch routes answer 503 and /readyz says `not_configured`.
+    `decisions`: where decisions are recorded; by default DECISION_STORE_URL, per
+    DECISION_RECORDING (opened, and migrated, by the lifespan).
     """
     settings = settings or get_settings()
     configure_logging(settings)
@@ -77,6 +82,9 @@ def create_app(
             on_swap(service.bundle)
         app.state.model_service = service
         app.state.drift = drift
+        app.state.decisions = decisions or await run_in_threadpool(
+            DecisionRecorder.from_settings, settings
+        )
         service.start_background_reload()
         drift.start()
         logger.info(
@@ -100,6 +108,7 @@ def create_app(
             service.stop()
             drift.stop()
             app.state.batch.close()
+            await run_in_threadpool(app.state.decisions.close)
             await app.state.limiter.close()
             metrics.mark_process_dead(os.getpid())
 

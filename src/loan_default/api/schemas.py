@@ -128,6 +128,10 @@ class ReadyData(BaseModel):
     rate_limit: dict[str, Any] | None = None
     """The rate limiter: `storage` (`memory` or `redis`) and `status` (`ok`, or `degraded` while
     its Redis is down and each process limits on its own)."""
+    decision_store: dict[str, Any] | None = None
+    """The decision record: `type` (`sqlite`, `postgresql`, `off`), `status` (`ok`,
+    `unavailable`) and `recording` (DECISION_RECORDING). Under `required` an unavailable store
+    makes the service not ready (reason `decision_store_unavailable`): it could answer nothing."""
 
 
 class FeaturesUsed(BaseModel):
@@ -137,12 +141,26 @@ class FeaturesUsed(BaseModel):
     saving_rate: float
 
 
+class Reason(BaseModel):
+    code: str = Field(description="Reason code from the deciding model's reason table.")
+    text: str = Field(description="What the code means, in the deciding model's own words.")
+
+
 class PredictionData(BaseModel):
+    decision_id: str | None = Field(
+        description="Id of this decision's durable record (GET /api/v1/decisions/{id}); null "
+        "only when DECISION_RECORDING is off, or best_effort with the store down."
+    )
     prediction: Literal[0, 1] = Field(description="1 = predicted to default (at the threshold).")
     probability: float = Field(ge=0, le=1, description="Calibrated probability of default.")
     default_risk: RiskLabel
     model_version: str
     features_used: FeaturesUsed
+    reasons: list[Reason] = Field(
+        description="Adverse-action reasons: for a decision to default (prediction 1), up to 4 "
+        "codes of the features that raised the risk most, largest first; with ?explain=true for "
+        "every decision; otherwise empty."
+    )
     contributions: dict[str, float] | None = Field(
         default=None,
         description="With ?explain=true: XGBoost pred_contribs per feature plus `bias`, in "

@@ -109,6 +109,21 @@ RATE_LIMIT_STORAGE_ERRORS = Counter(
     "Failed or timed-out calls to the shared rate-limit storage.",
 )
 
+DECISIONS_RECORDED = Counter(
+    "loan_decisions_recorded_total",
+    "Decisions committed to the decision record, by source (predict, batch).",
+    ["source"],
+)
+DECISIONS_LOST = Counter(
+    "loan_decisions_lost_total",
+    "Decisions answered without a record (DECISION_RECORDING=best_effort with the store down).",
+    ["source"],
+)
+DECISION_STORE_ERRORS = Counter(
+    "loan_decision_store_errors_total",
+    "Failed writes to the decision store (each answered 503 under DECISION_RECORDING=required).",
+)
+
 #: Paths whose requests are not counted in the HTTP metrics (scrapes and probes).
 UNMETERED_PATHS: Final = frozenset({"/metrics", "/healthz", "/readyz"})
 

@@ -47,7 +47,26 @@ async def readyz(request: Request, service: ModelServiceDep, settings: SettingsD
     limiter = getattr(request.app.state, "limiter", None)
     if limiter is not None:
         data["rate_limit"] = limiter.status()
-    if bundle is None:
+    recorder = getattr(request.app.state, "decisions", None)
+    store_down = False
+    if recorder is not None:
+        store = await run_in_threadpool(recorder.status)
+        data["decision_store"] = {**store, "recording": recorder.mode}
+        store_down = recorder.mode == "required" and store.get("status") != "ok"
+    if bundle is None or store_down:
+        if bundle is not None:
+            data["status"] = "not_ready"
+            data["reason"] = "decision_store_unavailable"
+            return JSONBytes(
+                {
+                    "success": False,
+                    "error": "decision_store_unavailable",
+                    "message": "the decision record is unavailable (DECISION_RECORDING=required)",
+                    "detail": data,
+                    "data": data,
+                },
+                status_code=503,
+            )
         # a code, never exception text: this route is anonymous (the log has the detail)
         data["reason"] = service.last_error or (
             "alias_not_set" if service.last_check_ok else "loading"

@@ -31,6 +31,8 @@ from loan_default.core.errors import ModelNotReady
 from loan_default.core.json_keys import RepeatedKeys
 from loan_default.core.keys import SCORE
 from loan_default.services import metrics
+from loan_default.services.decisions.errors import DecisionStoreUnavailable
+from loan_default.services.decisions.recorder import DecisionRecorder
 from loan_default.services.drift import DriftMonitor
 from loan_default.services.model import ModelService
 
@@ -117,7 +119,8 @@ def _explain_flag(request: Request) -> bool:
 
 
 async def predict(request: Request) -> Response:
-    check_scope(await authorize(request), SCORE)
+    principal = await authorize(request)
+    check_scope(principal, SCORE)
     await require_json(request)
     explain = _explain_flag(request)
     payload = parse_body(await request.body())
@@ -134,10 +137,20 @@ async def predict(request: Request) -> Response:
     except ModelNotReady:
         _recorder.error.inc()
         raise
+    seconds = time.perf_counter() - start
+    decisions: DecisionRecorder = state.decisions
+    try:
+        decision_id = await decisions.record_prediction(
+            result,
+            key_id=principal.key_id,
+            request_id=request.state.request_id,
+            reference=payload.reference,
+        )
+    except DecisionStoreUnavailable:
+        _recorder.error.inc()
+        raise
     _recorder.observe(
-        model_version=result.model_version,
-        prediction=result.prediction,
-        seconds=time.perf_counter() - start,
+        model_version=result.model_version, prediction=result.prediction, seconds=seconds
     )
     features = result.features_used
     drift: DriftMonitor = state.drift
@@ -148,7 +161,7 @@ async def predict(request: Request) -> Response:
         features["saving_rate"],
     )
     request.state.model_version = result.model_version
-    data = result.as_dict()
+    data = {"decision_id": decision_id, **result.as_dict()}
     if payload.reference is not None:
         data["reference"] = payload.reference
     return JSONBytes(
