@@ -318,15 +318,17 @@ class DecisionStore:
         probe runs in its own thread; one that answers ends the writer's back-off, so a
         recovered store records again at once."""
         w = self._writer
+        if w.closed:
+            return {"type": self.type, "status": "unavailable"}
         if w.healthy and time.monotonic() - w.last_commit < _FRESH_S:
             return {"type": self.type, "status": "ok"}
-        with self._probe_lock:
-            if self._probe is None or self._probe.done():
-                self._probe = self._probe_pool.submit(self._ping)
-            probe = self._probe
         try:
+            with self._probe_lock:
+                if self._probe is None or self._probe.done():
+                    self._probe = self._probe_pool.submit(self._ping)
+                probe = self._probe
             ok = probe.result(timeout_s)
-        except Exception:  # the probe's error is the answer ("unavailable"), not a failure
+        except Exception:  # the probe's error (or a closed store) is the answer, not a failure
             ok = False
         if ok:
             w.retry_now()
