@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from loan_default.services.decisions import (
     DecisionRecord,
     DecisionStore,
+    DecisionStoreUnavailable,
     InvalidCursor,
     batch_decision_id,
 )
@@ -181,9 +182,15 @@ def test_purge_removes_what_is_past_retention(store: DecisionStore) -> None:
     assert [r.decision_id for r in store.query()[0]] == [r.decision_id for r in new]
 
 
-def test_status_is_bounded_and_says_no_more_than_ok(store: DecisionStore) -> None:
-    status = store.status()
-    assert status == {"type": store.type, "status": "ok"}
+def test_status_says_ok_or_unavailable_and_nothing_more(store_url: str) -> None:
+    store = DecisionStore.from_url(store_url)
+    assert store.status() == {"type": store.type, "status": "ok"}  # probed: nothing written yet
+    store.record_sync(make_record(1))
+    assert store.status() == {"type": store.type, "status": "ok"}  # the commit vouches for it
+    store.close()
+    assert store.status() == {"type": store.type, "status": "unavailable"}
+    with pytest.raises(DecisionStoreUnavailable, match="closed"):
+        store.record_sync(make_record(2))
 
 
 def test_a_record_outside_existing_partitions_is_still_written(store: DecisionStore) -> None:

@@ -86,7 +86,7 @@ def test_threads_share_commits_too(writer: GroupCommitWriter, db: FakeDatabase) 
 
 
 def test_linger_gathers_more_per_group(db: FakeDatabase) -> None:
-    w = GroupCommitWriter(db.write, flush_interval_s=0.05, max_batch=1000)
+    w = GroupCommitWriter(db.write, flush_interval_s=0.25, max_batch=1000)
     try:
 
         async def main() -> None:

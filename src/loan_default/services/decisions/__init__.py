@@ -3,9 +3,10 @@ with its inputs, the model that made it and what it answered, for audit and adve
 
 One module a job: `ids` (time-ordered decision ids), `records` (the record), `batches` (a
 chunk's decisions as columns), `schema` (the table), `migrations` + `migrate` (Alembic, run from
-code), `engines` (URLs, SQLite/PostgreSQL connection settings), `codec` (decisions as rows,
-idempotent insert SQL), `writer` (group commit), `partitions` (PostgreSQL monthly partitions
-and retention), `queries` (filters and keyset paging), `export` (CSV/Parquet) and `store` (the
+code), `engines` (URLs, SQLite/PostgreSQL connection settings), `codec` / `pgcopy` (decisions
+as rows and as binary COPY, idempotent insert SQL), `writer` (group commit), `writes` (the write
+transactions and the partition retry), `partitions` (PostgreSQL monthly partitions and
+retention), `queries` (filters and keyset paging), `export` (CSV/Parquet) and `store` (the
 `DecisionStore` that ties them together).
 """
 

@@ -3,8 +3,8 @@
 Why binary: in the text/CSV format the client formats every double as text (about 140 ns each
 with Arrow's shortest-round-trip writer; a decision has seven) and the server parses it back,
 with the uuid and the timestamp. Measured on the decision table, a binary COPY of the same rows
-cost the server a fifth less than CSV, and the client's encoding several times less. Doubles also
-travel as their 8 bytes, so they are exact by construction rather than by formatting.
+cost the server about a third less than CSV, and the client's encoding several times less.
+Doubles also travel as their 8 bytes, so they are exact by construction, not by formatting.
 
 The format (PostgreSQL docs, "COPY ... Binary Format"): a fixed header, then per row a 16-bit
 field count and, per field, a 32-bit byte length (-1 for NULL) followed by the value in the

@@ -101,7 +101,7 @@ class DecisionRecord:
 
 
 #: Text fields that must say something, and optional ones where "" means absent (stored NULL):
-#: no text column ever holds "", so a bulk load's CSV cannot confuse it with NULL.
+#: "no alias" has one representation, so a query for it has one form.
 _REQUIRED_TEXT: Final = ("key_id", "model_name", "model_version", "risk_band")
 _OPTIONAL_TEXT: Final = ("request_id", "job_id", "model_alias", "challenger_version")
 

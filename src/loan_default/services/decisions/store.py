@@ -27,12 +27,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from loan_default.services.decisions import codec, partitions, queries
+from loan_default.services.decisions import partitions, queries
 from loan_default.services.decisions.batches import DecisionBatch
 from loan_default.services.decisions.engines import (
     DEFAULT_BUSY_TIMEOUT_S,
@@ -46,21 +46,18 @@ from loan_default.services.decisions.errors import DecisionStoreUnavailable
 from loan_default.services.decisions.export import write_export
 from loan_default.services.decisions.ids import decided_at_of, valid_decision_id
 from loan_default.services.decisions.migrate import upgrade_engine
-from loan_default.services.decisions.pgcopy import CopyStream
 from loan_default.services.decisions.records import DecisionRecord
 from loan_default.services.decisions.schema import decisions
-from loan_default.services.decisions.writer import GroupCommitWriter, dbapi_error, is_unavailable
+from loan_default.services.decisions.writer import GroupCommitWriter, is_unavailable
+from loan_default.services.decisions.writes import WritePaths
 
 if TYPE_CHECKING:
     from loan_default.core.config import Settings
 
+T = TypeVar("T")
 DEFAULT_FLUSH_INTERVAL_MS: Final = 0.0
 DEFAULT_MAX_BATCH: Final = 500
 DEFAULT_RECORD_TIMEOUT_S: Final = 10.0
-#: PostgreSQL: no partition holds the row's month (SQLSTATE check_violation, this message).
-_NO_PARTITION: Final = "no partition of relation"
-_CHECK_VIOLATION: Final = "23514"
-_COPY_BUFFER: Final = 1 << 20
 #: status(): a commit this recent (seconds) shows the store is up without probing it
 _FRESH_S: Final = 5.0
 
@@ -91,9 +88,9 @@ class DecisionStore:
         self._probe_pool = ThreadPoolExecutor(1, thread_name_prefix="decision-probe")
         self._probe: Future[bool] | None = None
         self._probe_lock = threading.Lock()
-        self._writer_conn: Any = None
+        self._writes = WritePaths(engine)
         self._writer = GroupCommitWriter(
-            self._write_group,
+            self._writes.group,
             flush_interval_s=flush_interval_ms / 1000,
             max_batch=max_batch,
             maintain=self._maintain if self.type == "postgresql" else None,
@@ -174,122 +171,20 @@ class DecisionStore:
 
     def record_many(self, records: Sequence[DecisionRecord]) -> int:
         """Write `records` in one transaction, idempotently; returns how many were new."""
-        if not records:
-            return 0
-        data = codec.rows(records, self.type) if self.type == "sqlite" else []
-        return self._bulk(
-            {r.decided_at for r in records},
-            lambda: data,
-            lambda: codec.copy_records(records),
-        )
+        return self._bulk(self._writes.records, records) if records else 0
 
     def record_batch(self, batch: DecisionBatch) -> int:
         """`record_many` for a columnar chunk (the batch worker's path, no per-row objects)."""
-        if not len(batch):
-            return 0
-        return self._bulk(
-            {batch.created_at},
-            lambda: codec.batch_rows(batch, self.type),
-            lambda: codec.copy_batch(batch),
-        )
+        return self._bulk(self._writes.batch, batch) if len(batch) else 0
 
-    def _bulk(
-        self,
-        times: set[datetime],
-        sqlite_rows: Callable[[], Sequence[codec.Row]],
-        copy_stream: Callable[[], CopyStream],
-    ) -> int:
+    @staticmethod
+    def _bulk(write: Callable[[T], int], data: T) -> int:
         try:
-            if self.type == "sqlite":
-                data = sqlite_rows()
-                return self._with_partitions(times, lambda db: self._insert(db, data), self._pooled)
-            payload = copy_stream()
-            return self._with_partitions(times, lambda db: self._copy(db, payload), self._pooled)
+            return write(data)
         except Exception as exc:
             if is_unavailable(exc):
                 raise DecisionStoreUnavailable("the decision store is unavailable") from exc
             raise
-
-    def _write_group(self, records: list[DecisionRecord]) -> None:
-        """The group-commit writer's write: on its own connection, kept between groups (a
-        pool checkout and SQLAlchemy's transaction wrapper cost more than a small group)."""
-        data = codec.rows(records, self.type)
-        times = {r.decided_at for r in records}
-        self._with_partitions(times, lambda db: self._insert(db, data), self._dedicated)
-
-    def _pooled(self, write: Callable[[Any], int]) -> int:
-        with self.engine.begin() as conn:
-            return write(conn.connection.dbapi_connection)
-
-    def _dedicated(self, write: Callable[[Any], int]) -> int:
-        raw = self._writer_conn
-        if raw is None:
-            raw = self._writer_conn = self.engine.raw_connection()
-        try:
-            written = write(raw)
-            raw.commit()
-        except BaseException:
-            self._writer_conn = None
-            raw.invalidate()  # a fresh connection next time: this one may be dead or mid-failure
-            raise
-        return written
-
-    def _with_partitions(
-        self,
-        times: set[datetime],
-        write: Callable[[Any], int],
-        run: Callable[[Callable[[Any], int]], int],
-    ) -> int:
-        """`run(write)` in one transaction; on PostgreSQL, a row whose month has no partition
-        yet makes that month's partition and tries once more (see `partitions`)."""
-        try:
-            return run(write)
-        except Exception as exc:
-            orig = dbapi_error(exc)
-            if getattr(orig, "pgcode", None) != _CHECK_VIOLATION or _NO_PARTITION not in str(orig):
-                raise
-        partitions.ensure_months(self.engine, times)
-        return run(write)
-
-    def _insert(self, db: Any, data: Sequence[codec.Row]) -> int:
-        cur = db.cursor()
-        try:
-            if self.type == "sqlite":
-                cur.executemany(codec.sqlite_insert(self.engine.dialect), data)
-            else:
-                from psycopg2.extras import execute_values  # type: ignore[import-untyped]
-
-                sql = codec.pg_insert_values(self.engine.dialect)
-                execute_values(cur, sql, data, page_size=len(data))
-            return int(cur.rowcount)
-        finally:
-            cur.close()
-
-    def _copy(self, db: Any, payload: CopyStream) -> int:
-        """COPY straight into the table inside a savepoint: a chunk's first delivery (the usual
-        case) has no conflict and costs one pass. A conflict (a redelivered chunk) rolls back to
-        the savepoint and takes the staged path, where ON CONFLICT skips the rows already in."""
-        from psycopg2.errors import UniqueViolation  # type: ignore[import-untyped]
-
-        cur = db.cursor()
-        dialect = self.engine.dialect
-        try:
-            cur.execute("SAVEPOINT decisions_copy")
-            try:
-                cur.copy_expert(codec.pg_copy(dialect), payload.rewind(), _COPY_BUFFER)
-            except UniqueViolation:
-                cur.execute("ROLLBACK TO SAVEPOINT decisions_copy")
-            else:
-                copied = int(cur.rowcount)
-                cur.execute("RELEASE SAVEPOINT decisions_copy")
-                return copied
-            create, copy, insert = codec.pg_staged(dialect)
-            cur.execute(create)
-            cur.copy_expert(copy, payload.rewind(), _COPY_BUFFER)
-            cur.execute(insert)
-            return int(cur.rowcount)
-        finally:
-            cur.close()
 
     def _maintain(self) -> None:
         partitions.ensure_partitions(self.engine, self._months_ahead)
@@ -423,15 +318,17 @@ class DecisionStore:
         probe runs in its own thread; one that answers ends the writer's back-off, so a
         recovered store records again at once."""
         w = self._writer
+        if w.closed:
+            return {"type": self.type, "status": "unavailable"}
         if w.healthy and time.monotonic() - w.last_commit < _FRESH_S:
             return {"type": self.type, "status": "ok"}
-        with self._probe_lock:
-            if self._probe is None or self._probe.done():
-                self._probe = self._probe_pool.submit(self._ping)
-            probe = self._probe
         try:
+            with self._probe_lock:
+                if self._probe is None or self._probe.done():
+                    self._probe = self._probe_pool.submit(self._ping)
+                probe = self._probe
             ok = probe.result(timeout_s)
-        except Exception:  # the probe's error is the answer ("unavailable"), not a failure
+        except Exception:  # the probe's error (or a closed store) is the answer, not a failure
             ok = False
         if ok:
             w.retry_now()
@@ -445,9 +342,7 @@ class DecisionStore:
     def close(self) -> None:
         """Commit what is queued, stop the writer and release the connections."""
         self._writer.close()
-        if self._writer_conn is not None:
-            self._writer_conn.close()
-            self._writer_conn = None
+        self._writes.close()
         self._probe_pool.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
 

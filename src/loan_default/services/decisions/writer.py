@@ -106,6 +106,10 @@ class GroupCommitWriter:
         self._thread.start()
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def healthy(self) -> bool:
         """False while in the back-off after a failed group."""
         return self._backoff_s == 0.0
