@@ -76,7 +76,8 @@ def test_a_reference_is_echoed_back(app: Any, reference: str) -> None:
         k: v for k, v in without.json()["data"].items() if k not in ignore
     }
     ids = {r.json()["data"]["decision_id"] for r in (with_ref, without, null)}
-    assert len(ids) == 3 and None not in ids
+    assert len(ids) == 3
+    assert None not in ids
     assert "reference" not in without.json()["data"]
     assert "reference" not in null.json()["data"]
 

@@ -15,6 +15,8 @@ from loan_default.core.clock import utc_iso
 from loan_default.core.config import Settings
 from loan_default.core.errors import InvalidInput, NotFound, ServiceUnavailable
 from loan_default.services import batch as bs
+from loan_default.services.decisions import DecisionStore, batch_decision_ids
+from loan_default.services.decisions.recorder import DecisionRecorder, from_unix_s
 from loan_default.services.model import ModelService
 from tests.conftest import make_settings, redis_url
 from tests.worker.conftest import csv_bytes, unique_prefix
@@ -32,8 +34,15 @@ def _rows(n: int, seed: int = 0) -> np.ndarray:
 class InlineDispatcher:
     """Runs each chunk right away through the same function the Celery task calls."""
 
-    def __init__(self, store: bs.JobStore, model: ModelService, *, repeat: int = 1) -> None:
-        self.store, self.model, self.repeat = store, model, repeat
+    def __init__(
+        self,
+        store: bs.JobStore,
+        model: ModelService,
+        *,
+        repeat: int = 1,
+        decisions: DecisionRecorder | None = None,
+    ) -> None:
+        self.store, self.model, self.repeat, self.decisions = store, model, repeat, decisions
         self.sent: list[tuple[str, int]] = []
 
     def dispatch(self, job_id: str, n_chunks: int) -> None:
@@ -41,7 +50,11 @@ class InlineDispatcher:
             self.sent.append((job_id, i))
             for _ in range(self.repeat):
                 bs.score_chunk(
-                    store=self.store, job_id=job_id, index=i, predict=self.model.predict_matrix
+                    store=self.store,
+                    job_id=job_id,
+                    index=i,
+                    predict=self.model.predict_matrix,
+                    decisions=self.decisions,
                 )
 
 
@@ -235,6 +248,7 @@ def test_file_job_carries_extra_columns_and_skips_bad_rows(
         "prediction",
         "probability",
         "default_risk",
+        "reason_codes",
     }
 
 
@@ -453,3 +467,39 @@ def test_header_limits_count_a_quoted_comma_as_text() -> None:
     with pytest.raises(InvalidInput) as err:
         bs.parse_csv(data, max_rows=10, on_error="reject", max_header_bytes=40)
     assert err.value.detail == {"limit": "BATCH_CSV_MAX_HEADER_BYTES", "max": 40}
+
+
+@pytest.mark.integration
+def test_every_batch_row_is_recorded_once_with_its_single_predictions_reasons(
+    store: bs.RedisJobStore, model: ModelService, trained_store: Path, tmp_path: Path
+) -> None:
+    """Each chunk delivered twice: every row recorded exactly once, under an id derived from the
+    job and the row, with the probability and reason codes its single prediction gets."""
+    decisions = DecisionRecorder(
+        DecisionStore.from_url(f"sqlite:///{tmp_path / 'decisions.db'}"), "required"
+    )
+    svc, dispatcher = _service(store, model, trained_store, batch_chunk_size=100)
+    dispatcher.repeat, dispatcher.decisions = 2, decisions
+    raw = _rows(230, seed=3)
+    raw[:40, 1] = np.linspace(18_000, 30_000, 40)  # high balances: adverse rows with reasons
+    sub = svc.submit_rows(owner=OWNER, raw=raw)
+    assert decisions.store is not None
+    records, cursor = decisions.store.query(limit=1000)
+    assert cursor is None
+    rec = svc.state(sub.job_id, owner=OWNER).record
+    assert [r.decision_id for r in records] == batch_decision_ids(
+        sub.job_id, from_unix_s(rec.created_at), 0, 230
+    )
+    items = svc.status(sub.job_id, owner=OWNER, limit=1000)["results"]
+    adverse = 0
+    for (e, b, sal), r, item in zip(raw.tolist(), records, items, strict=True):
+        single = model.predict_one(employed=int(e), bank_balance=b, annual_salary=sal)
+        assert r.probability == single.probability
+        assert r.reason_codes == single.reason_codes
+        assert r.key_id == OWNER
+        assert r.source == "batch"
+        assert r.job_id == sub.job_id
+        assert item["reasons"] == single.as_dict()["reasons"]
+        adverse += single.prediction
+    assert adverse >= 5
+    decisions.close()

@@ -24,6 +24,7 @@ from loan_default.core.config import Settings
 from loan_default.core.errors import ModelNotReady
 from loan_default.features import FEATURE_NAMES, feature_row
 from loan_default.model.bundle import ModelBundle, ModelLoadError, Scores
+from loan_default.model.reasons import ReasonTable
 
 #: Called with a version string, returns the loaded bundle (raises on failure).
 BundleLoader = Callable[[str], ModelBundle]
@@ -71,10 +72,20 @@ class Prediction:
 
 @dataclass(frozen=True, slots=True)
 class BatchScores:
-    """Many rows scored by the kernel, and the model version that scored them."""
+    """Many rows scored by the kernel, the model that scored them, and each row's reason codes
+    (adverse rows only; `()` elsewhere), ranked exactly as for a single prediction."""
 
     model_version: str
     scores: Scores
+    model_name: str = "local"
+    model_alias: str | None = None
+    threshold: float = 0.5
+    reason_codes: tuple[tuple[str, ...], ...] = ()
+    reason_table: ReasonTable | None = None
+
+    def reason_text(self, code: str) -> str:
+        """The words of the scoring model's reason table for `code`."""
+        return self.reason_table.text(code) if self.reason_table is not None else code
 
 
 class ModelService:
@@ -195,9 +206,20 @@ class ModelService:
         bundle = self.require()
         if matrix.ndim != 2 or matrix.shape[1] != len(FEATURE_NAMES):
             raise ValueError(f"expected (n, {len(FEATURE_NAMES)}) matrix, got {matrix.shape}")
+        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        scores = bundle.score(matrix)
+        codes: list[tuple[str, ...]] = [()] * matrix.shape[0]
+        adverse = np.flatnonzero(scores.prediction)
+        for i, row_codes in zip(adverse.tolist(), bundle.reasons(matrix[adverse]), strict=True):
+            codes[i] = row_codes
         return BatchScores(
             model_version=bundle.version,
-            scores=bundle.score(np.ascontiguousarray(matrix, dtype=np.float32)),
+            scores=scores,
+            model_name=bundle.name,
+            model_alias=bundle.alias,
+            threshold=bundle.card.threshold,
+            reason_codes=tuple(codes),
+            reason_table=bundle.reason_table,
         )
 
     # --- following the registry alias -----------------------------------------------------

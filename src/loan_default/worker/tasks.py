@@ -22,6 +22,8 @@ from loan_default.core.config import Settings, get_settings
 from loan_default.core.errors import ModelNotReady
 from loan_default.core.logging import configure_logging
 from loan_default.services import batch as batch_service
+from loan_default.services.decisions.errors import DecisionStoreUnavailable
+from loan_default.services.decisions.recorder import DecisionRecorder
 from loan_default.services.model import ModelService
 from loan_default.worker.celery_app import SCORE_CHUNK_TASK
 
@@ -38,6 +40,7 @@ class WorkerContext:
     settings: Settings
     model: ModelService
     store: batch_service.JobStore
+    decisions: DecisionRecorder | None = None
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     def start_heartbeat(self) -> None:
@@ -75,7 +78,12 @@ def init_context(settings: Settings | None = None) -> WorkerContext:
         store = batch_service.store_from_settings(settings)
         if store is None:  # the broker is Redis (create_celery insists), so this cannot be
             raise RuntimeError("no batch job store: set CELERY_BROKER_URL or BATCH_STORE_URL")
-        _Holder.context = WorkerContext(settings=settings, model=model, store=store)
+        _Holder.context = WorkerContext(
+            settings=settings,
+            model=model,
+            store=store,
+            decisions=DecisionRecorder.from_settings(settings),
+        )
         _Holder.context.start_heartbeat()
     return _Holder.context
 
@@ -87,6 +95,8 @@ def _on_process_init(**_: Any) -> None:
 def _on_process_shutdown(**_: Any) -> None:
     if _Holder.context is not None:
         _Holder.context.model.stop()
+        if _Holder.context.decisions is not None:
+            _Holder.context.decisions.close()
 
 
 def _on_worker_ready(sender: Any = None, **_: Any) -> None:
@@ -134,8 +144,9 @@ def _score_chunk(self: Task, job_id: str, index: int) -> str:
             predict=ctx.model.predict_matrix,
             worker_id=ctx.worker_id,
             escape_formulas=ctx.settings.batch_csv_escape_formulas,
+            decisions=ctx.decisions,
         )
-    except (ModelNotReady, batch_service.StoreUnavailable) as exc:
+    except (ModelNotReady, batch_service.StoreUnavailable, DecisionStoreUnavailable) as exc:
         retries = int(self.request.retries or 0)
         logger.warning("chunk {}/{} deferred ({}), retry {}", job_id, index, exc, retries + 1)
         raise self.retry(

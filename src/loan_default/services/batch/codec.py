@@ -2,7 +2,8 @@
 
 * `in-<i>`: the chunk's raw features, float64 columns in RAW_FEATURES order (what was validated);
 * `x-<i>` (file jobs): every column of the uploaded rows, so extra columns reach results.csv;
-* `out-<i>`: the scores: probability float64, prediction int8, risk_code uint8;
+* `out-<i>`: the scores: probability float64, prediction int8, risk_code uint8, and `reasons`
+  (each row's adverse-action reasons as a JSON list of {code, text}; `[]` when none);
 * `csv-<i>` (file jobs): the chunk's part of results.csv, rendered once by the worker.
 
 Arrow rather than raw numpy bytes: the blobs are self-describing (names, types, row count), so
@@ -13,6 +14,8 @@ inputs, scores and the uploaded columns. Decoding is zero-copy.
 from __future__ import annotations
 
 import io
+import json
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -64,46 +67,83 @@ def raw_table(raw: npt.NDArray[np.float64]) -> Any:
 
 # --- scores ----------------------------------------------------------------------------------
 _SCORE_COLUMNS = ("probability", "prediction", "risk_code")
+REASONS_COLUMN = "reasons"
+_NO_REASONS = "[]"
 
 
-def encode_scores(scores: Scores) -> bytes:
-    return table_to_ipc(
-        pa.table(
-            {
-                "probability": np.asarray(scores.probability, dtype=np.float64),
-                "prediction": np.asarray(scores.prediction, dtype=np.int8),
-                "risk_code": np.asarray(scores.risk_code, dtype=np.uint8),
-            }
-        )
-    )
+def reasons_json(codes: Sequence[tuple[str, ...]], text: Any, n: int) -> list[str]:
+    """Each row's reasons as the JSON the single predict answers (`text(code)` gives the words
+    of the deciding model's reason table); rows without codes share one `[]`."""
+    if not codes:
+        return [_NO_REASONS] * n
+    return [
+        json.dumps([{"code": c, "text": text(c)} for c in row]) if row else _NO_REASONS
+        for row in codes
+    ]
+
+
+def encode_scores(scores: Scores, reasons: Sequence[str] | None = None) -> bytes:
+    columns: dict[str, Any] = {
+        "probability": np.asarray(scores.probability, dtype=np.float64),
+        "prediction": np.asarray(scores.prediction, dtype=np.int8),
+        "risk_code": np.asarray(scores.risk_code, dtype=np.uint8),
+    }
+    if reasons is not None:
+        columns[REASONS_COLUMN] = pa.array(reasons, pa.string())
+    return table_to_ipc(pa.table(columns))
 
 
 def decode_scores(data: bytes) -> Scores:
     table = table_from_ipc(data)
-    if tuple(table.column_names) != _SCORE_COLUMNS:
+    if tuple(table.column_names[:3]) != _SCORE_COLUMNS:
         raise ValueError(f"not a scores blob: columns {table.column_names}")
     return Scores(*(table.column(n).to_numpy() for n in _SCORE_COLUMNS))
 
 
+def decode_reasons(data: bytes) -> list[str]:
+    """Each row's reasons (JSON text); `[]` for every row of a blob written before reasons."""
+    table = table_from_ipc(data)
+    if REASONS_COLUMN not in table.column_names:
+        return [_NO_REASONS] * table.num_rows
+    return [str(v) for v in table.column(REASONS_COLUMN).to_pylist()]
+
+
 # --- rendering -------------------------------------------------------------------------------
-def result_items(raw: npt.NDArray[np.float64], scores: Scores) -> list[dict[str, Any]]:
-    """Result items shaped exactly like the single predict's data (minus model_version)."""
+def result_items(
+    raw: npt.NDArray[np.float64], scores: Scores, reasons: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Result items shaped exactly like the single predict's data (minus model_version and the
+    decision id, which the caller adds)."""
     features = np.column_stack([raw, saving_rate(raw[:, 1], raw[:, 2])]).tolist()
     risk = [RISK_LABELS[c] for c in scores.risk_code.tolist()]
+    empty: list[Any] = []
     return [
         {
             "prediction": pred,
             "probability": prob,
             "default_risk": rk,
             "features_used": dict(zip(FEATURE_NAMES, row, strict=True)),
+            "reasons": empty if why == _NO_REASONS else json.loads(why),
         }
-        for pred, prob, rk, row in zip(
-            scores.prediction.tolist(), scores.probability.tolist(), risk, features, strict=True
+        for pred, prob, rk, row, why in zip(
+            scores.prediction.tolist(),
+            scores.probability.tolist(),
+            risk,
+            features,
+            reasons,
+            strict=True,
         )
     ]
 
 
-def chunk_csv(*, columns: Any, scores: Scores, header: bool, escape: bool = True) -> bytes:
+def chunk_csv(
+    *,
+    columns: Any,
+    scores: Scores,
+    header: bool,
+    escape: bool = True,
+    reasons: Sequence[str] | None = None,
+) -> bytes:
     """One chunk of results.csv: the input columns (extra ones carried through) + the scores.
 
     `escape` (BATCH_CSV_ESCAPE_FORMULAS) neutralises text cells a spreadsheet would evaluate;
@@ -119,6 +159,12 @@ def chunk_csv(*, columns: Any, scores: Scores, header: bool, escape: bool = True
         .append_column("probability", pa.array(scores.probability))
         .append_column("default_risk", risk)
     )
+    if reasons is not None:
+        codes = [
+            "" if why == _NO_REASONS else ";".join(r["code"] for r in json.loads(why))
+            for why in reasons
+        ]
+        table = table.append_column("reason_codes", pa.array(codes, pa.string()))
     buf = io.BytesIO()
     pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=header, quoting_style="needed"))
     return buf.getvalue()

@@ -12,7 +12,10 @@ from loguru import logger
 from loan_default.features import build_matrix
 from loan_default.services import metrics
 from loan_default.services.batch import codec
+from loan_default.services.batch.records import JobRecord
 from loan_default.services.batch.stores import JobStore
+from loan_default.services.decisions.batches import DecisionBatch
+from loan_default.services.decisions.recorder import DecisionRecorder, from_unix_s
 from loan_default.services.model import BatchScores
 
 
@@ -24,11 +27,15 @@ def score_chunk(
     predict: Callable[[npt.NDArray[np.float32]], BatchScores],
     worker_id: str | None = None,
     escape_formulas: bool = True,
+    decisions: DecisionRecorder | None = None,
 ) -> str:
     """Score chunk `index` of `job_id` and store its result; safe to run more than once.
 
     `worker_id` marks the chunk as begun by this worker (its heartbeat tells the API whether
-    the chunk is still being scored). Returns what happened: `scored`, `already-done`,
+    the chunk is still being scored). `decisions` records every row before the chunk is marked
+    done, with ids derived from the job and the row: a redelivered chunk writes nothing twice,
+    and under DECISION_RECORDING=required a store failure leaves the chunk to be retried.
+    Returns what happened: `scored`, `already-done`,
     `failed-job` or `expired`.
     """
     record = store.record(job_id)
@@ -44,16 +51,21 @@ def score_chunk(
         store.mark_started(record, index, f"{time.time()}:{worker_id}")
     raw = codec.decode_raw(blobs[0])
     started = time.perf_counter()
-    result = predict(build_matrix(raw))
+    matrix = build_matrix(raw)
+    result = predict(matrix)
     seconds = time.perf_counter() - started
     scores = result.scores
-    out: dict[str, bytes] = {f"out-{index}": codec.encode_scores(scores)}
+    if decisions is not None:
+        decisions.record_chunk(chunk_decisions(record, index, matrix, result, reference=None))
+    reasons = codec.reasons_json(result.reason_codes, result.reason_text, raw.shape[0])
+    out: dict[str, bytes] = {f"out-{index}": codec.encode_scores(scores, reasons)}
     if record.kind == "file" and blobs[1] is not None:
         out[f"csv-{index}"] = codec.chunk_csv(
             columns=codec.table_from_ipc(blobs[1]),
             scores=scores,
             header=index == 0,
             escape=escape_formulas,
+            reasons=reasons,
         )
     event = metrics_event(
         model_version=result.model_version,
@@ -63,6 +75,40 @@ def score_chunk(
     )
     store.put_chunk(record, index, out, f"{raw.shape[0]}:{result.model_version}", event)
     return "scored"
+
+
+def chunk_decisions(
+    record: JobRecord,
+    index: int,
+    matrix: npt.NDArray[np.float32],
+    result: BatchScores,
+    *,
+    reference: list[str | None] | None,
+) -> DecisionBatch:
+    """The decision records of chunk `index` as columns: rows numbered within the job, decided
+    at the job's submission time (so the ids are the same on every delivery)."""
+    start = sum(record.chunk_sizes[:index])
+    n = matrix.shape[0]
+    scores = result.scores
+    return DecisionBatch(
+        job_id=record.job_id,
+        created_at=from_unix_s(record.created_at),
+        key_id=record.owner or "unknown",
+        model_name=result.model_name,
+        model_version=result.model_version,
+        model_alias=result.model_alias,
+        threshold=result.threshold,
+        rows=np.arange(start, start + n, dtype=np.int64),
+        employed=matrix[:, 0].astype(np.float64),
+        bank_balance=matrix[:, 1].astype(np.float64),
+        annual_salary=matrix[:, 2].astype(np.float64),
+        saving_rate=matrix[:, 3].astype(np.float64),
+        probability=scores.probability,
+        prediction=scores.prediction,
+        risk_band=scores.default_risk.tolist(),
+        reason_codes=list(result.reason_codes) or [()] * n,
+        references=reference,
+    )
 
 
 # --- batch rows in the prediction metrics ----------------------------------------------------

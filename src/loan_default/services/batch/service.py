@@ -246,7 +246,9 @@ class BatchService:
             lo = max(offset, int(starts[i])) - int(starts[i])
             hi = min(end, int(starts[i + 1])) - int(starts[i])
             items += codec.result_items(
-                codec.decode_raw(raw_b)[lo:hi], codec.decode_scores(out_b).slice(lo, hi)
+                codec.decode_raw(raw_b)[lo:hi],
+                codec.decode_scores(out_b).slice(lo, hi),
+                codec.decode_reasons(out_b)[lo:hi],
             )
         return items
 
@@ -299,4 +301,5 @@ class BatchService:
                     columns=codec.raw_table(codec.decode_raw(raw_b)),
                     scores=codec.decode_scores(out_b),
                     header=i == 0,
+                    reasons=codec.decode_reasons(out_b),
                 )
