@@ -162,7 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_model)
 
     _add_service_commands(sub)
+    add_decisions_command(sub)
     return parser
+
+
+def add_decisions_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from loan_default.services.decisions.commands import add_decisions_command as add
+
+    add(sub)
 
 
 def _add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -16,7 +16,8 @@ from loan_default.core.config import Settings
 from loan_default.core.errors import InvalidInput, NotFound, ServiceUnavailable
 from loan_default.services import batch as bs
 from loan_default.services.decisions import DecisionStore, batch_decision_ids
-from loan_default.services.decisions.recorder import DecisionRecorder, from_unix_s
+from loan_default.services.decisions.ids import from_unix_s
+from loan_default.services.decisions.recorder import DecisionRecorder
 from loan_default.services.model import ModelService
 from tests.conftest import make_settings, redis_url
 from tests.worker.conftest import csv_bytes, unique_prefix

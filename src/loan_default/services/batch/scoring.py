@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -15,8 +16,11 @@ from loan_default.services.batch import codec
 from loan_default.services.batch.records import JobRecord
 from loan_default.services.batch.stores import JobStore
 from loan_default.services.decisions.batches import DecisionBatch
-from loan_default.services.decisions.recorder import DecisionRecorder, from_unix_s
+from loan_default.services.decisions.ids import from_unix_s
 from loan_default.services.model import BatchScores
+
+if TYPE_CHECKING:  # the recorder's module imports the store, which imports batch (a cycle)
+    from loan_default.services.decisions.recorder import DecisionRecorder
 
 
 def score_chunk(

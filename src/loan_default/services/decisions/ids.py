@@ -99,3 +99,14 @@ def valid_decision_id(value: str) -> bool:
     if [len(p) for p in parts] != [8, 4, 4, 4, 12]:
         return False
     return all(c in "0123456789abcdef" for c in value.replace("-", ""))
+
+
+def whole_ms(moment: datetime) -> datetime:
+    """`moment` truncated to the millisecond a decision id carries."""
+    return moment.replace(microsecond=moment.microsecond - moment.microsecond % 1000)
+
+
+def from_unix_s(seconds: float) -> datetime:
+    """A job's float submission time as the whole-millisecond UTC datetime its rows record (by
+    integer arithmetic: every worker derives the same value, hence the same decision ids)."""
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(seconds * 1000))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Final, Literal
 
 from loguru import logger
@@ -20,26 +20,14 @@ from loan_default.core.config import Settings
 from loan_default.services import metrics
 from loan_default.services.decisions.batches import DecisionBatch
 from loan_default.services.decisions.errors import DecisionStoreUnavailable
-from loan_default.services.decisions.ids import new_decision_id
+from loan_default.services.decisions.ids import new_decision_id, whole_ms
 from loan_default.services.decisions.records import DecisionRecord
 from loan_default.services.decisions.store import DecisionStore
 from loan_default.services.model import Prediction
 
 Mode = Literal["required", "best_effort", "off"]
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 #: Seconds between attempts to open a store that could not be opened (down at start-up).
 REOPEN_INTERVAL_S: Final = 2.0
-
-
-def whole_ms(moment: datetime) -> datetime:
-    """`moment` truncated to the millisecond a decision id carries."""
-    return moment.replace(microsecond=moment.microsecond - moment.microsecond % 1000)
-
-
-def from_unix_s(seconds: float) -> datetime:
-    """A job's float submission time as the whole-millisecond UTC datetime its rows record (by
-    integer arithmetic: every worker derives the same value, hence the same decision ids)."""
-    return _EPOCH + timedelta(milliseconds=int(seconds * 1000))
 
 
 class DecisionRecorder:
