@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from loan_default.core.config import Settings
+from loan_default.services.decisions import valid_decision_id
 from tests.conftest import TEST_API_KEY, free_port, redis_url
 from tests.worker.conftest import CLI, HEADERS, Proc, batch_settings, settings_env, wait_job
 from tests.worker.conftest import wait_ready as _wait_ready
@@ -87,6 +88,9 @@ def test_submit_202_then_success_identical_to_single(stack: tuple[Settings, http
     for item, result in zip(items[:20], done["results"][:20], strict=True):
         single = client.post("/api/v1/predict", json=item).json()["data"]
         single.pop("model_version")
+        # each is its own decision: a recorded id apiece, the rest identical
+        assert valid_decision_id(result.pop("decision_id"))
+        assert valid_decision_id(single.pop("decision_id"))
         assert result == single
 
 

@@ -191,6 +191,7 @@ def test_batch_items_equal_single_predictions(
     for (e, b, s), item in zip(raw.tolist(), data["results"], strict=True):
         single = model.predict_one(employed=int(e), bank_balance=b, annual_salary=s).as_dict()
         single.pop("model_version")
+        assert item.pop("decision_id") is not None
         assert item == single
 
 
@@ -501,6 +502,7 @@ def test_every_batch_row_is_recorded_once_with_its_single_predictions_reasons(
         assert r.source == "batch"
         assert r.job_id == sub.job_id
         assert item["reasons"] == single.as_dict()["reasons"]
+        assert item["decision_id"] == r.decision_id
         adverse += single.prediction
     assert adverse >= 5
     decisions.close()

@@ -31,6 +31,7 @@ from loan_default.services.batch.records import (
     valid_job_id,
 )
 from loan_default.services.batch.stores import JobStore
+from loan_default.services.decisions.ids import batch_decision_ids, from_unix_s
 
 
 class Dispatcher(Protocol):
@@ -250,6 +251,11 @@ class BatchService:
                 codec.decode_scores(out_b).slice(lo, hi),
                 codec.decode_reasons(out_b)[lo:hi],
             )
+        # each row's decision record, under the id the worker derived from the job and the row
+        recorded = self.settings.decision_recording != "off"
+        ids = batch_decision_ids(rec.job_id, from_unix_s(rec.created_at), offset, end)
+        for item, decision_id in zip(items, ids, strict=True):
+            item["decision_id"] = decision_id if recorded else None
         return items
 
     def _awaiting_redelivery(self, state: JobState) -> dict[str, Any] | None:
