@@ -79,12 +79,24 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--adverse",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="alternate an adverse body (reasons computed) with a plain one (default), or not",
+    )
+    parser.add_argument("--modes", default="off,sqlite-full,sqlite-normal,postgresql")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk")
     tmp = Path(tempfile.mkdtemp(prefix="bench-recording-"))
     script = tmp / "post.lua"
-    script.write_text(LUA % KEY)
+    script.write_text(
+        LUA % KEY
+        if args.adverse
+        else LUA.replace('26000.0, "annual_salary": 30000.0', '8754.36, "annual_salary": 532339.56')
+        % KEY
+    )
     base_env = {
         **os.environ,
         "ENVIRONMENT": "production",
@@ -104,7 +116,9 @@ def main() -> None:
             "DECISION_SQLITE_SYNCHRONOUS": "NORMAL",
         },
     }
-    pg = _pg_database()
+    wanted = set(args.modes.split(","))
+    modes = {k: v for k, v in modes.items() if k in wanted}
+    pg = _pg_database() if "postgresql" in wanted else None
     if pg is not None:
         modes["postgresql"] = {"DECISION_STORE_URL": pg[0]}
     best: dict[str, dict[str, float]] = {}
@@ -130,6 +144,7 @@ def main() -> None:
                     assert r.status_code == 200, r.text
                     assert (r.json()["data"]["decision_id"] is None) == (name == "off")
                     assert r.json()["data"]["reasons"], "the adverse body carries reasons"
+                    assert r.json()["data"]["prediction"] == 1
                     run_wrk(
                         f"{url}/api/v1/predict",
                         duration=2,
@@ -151,7 +166,8 @@ def main() -> None:
     off = best["off"]["rps"]
     print(
         f"\n== predict, recording on vs off: wrk -t1 -c{args.connections} -d{args.duration}s, "
-        f"1 uvicorn worker, best of {args.rounds} alternating rounds, half the bodies adverse"
+        f"1 uvicorn worker, best of {args.rounds} alternating rounds, "
+        f"{'half the bodies adverse' if args.adverse else 'no adverse body'}"
     )
     print(f"{'mode':<15}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'vs off':>9}")
     for name, res in best.items():
