@@ -25,6 +25,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "example-key-0123456789"
+#: A second key with the `audit` scope (reads every decision), built from the first.
+AUDIT_KEY = "auditor-" + KEY.split("-", 1)[1]
 SHOWN_HEADERS = (
     "content-type",
     "x-request-id",
@@ -45,7 +47,8 @@ def train_store(store: Path) -> dict[str, str]:
     env = {
         **os.environ,
         "ENVIRONMENT": "development",
-        "API_KEYS": KEY,
+        "API_KEYS": f"{KEY},{AUDIT_KEY}:audit",
+        "DECISION_STORE_URL": f"sqlite:///{store / 'decisions.db'}",
         "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
         "MLFLOW_ARTIFACT_ROOT": str(store / "artifacts"),
         "DATA_PATH": str(ROOT / "training" / "Default_Fin.csv"),
@@ -123,6 +126,49 @@ def record(base: str) -> str:
         body=b'{"employed": 0, "bank_balance": 24000.0, "annual_salary": 90000.0}',
     )
     rec.call("Model information", "GET", "/api/v1/model/info", headers={"X-API-Key": KEY})
+
+    rec.heading(
+        "Audit and adverse action",
+        "Every decision is recorded before it is answered. A decision to default carries its "
+        "principal reasons; the record is read back by id or by your `reference`.",
+    )
+    declined = rec.call(
+        "A declined applicant, with the lender's reference",
+        "POST",
+        "/api/v1/predict",
+        headers=j,
+        body=b'{"employed": 1, "bank_balance": 22000.0, "annual_salary": 41000.0, '
+        b'"reference": "APP-2026-000417"}',
+    )
+    decision_id = declined.json()["data"]["decision_id"]
+    audit = {"X-API-Key": AUDIT_KEY}
+    rec.call(
+        "The decision record (an `audit` key reads any decision)",
+        "GET",
+        f"/api/v1/decisions/{decision_id}",
+        headers=audit,
+    )
+    rec.call(
+        "Decisions by reference",
+        "GET",
+        "/api/v1/decisions?reference=APP-2026-000417",
+        headers=audit,
+    )
+    rec.call(
+        "Predicting with an `audit`-only key (403, the missing scope named)",
+        "POST",
+        "/api/v1/predict",
+        headers={**j, "X-API-Key": AUDIT_KEY},
+        body=good,
+    )
+    rec.call(
+        "A misspelt field is refused, never dropped (422)",
+        "POST",
+        "/api/v1/predict",
+        headers=j,
+        body=b'{"employed": 1, "bank_balance": 100.0, "annual_salary": 41000.0, '
+        b'"referense": "APP-2026-000418"}',
+    )
 
     rec.heading("Errors", "Always the envelope `success/error/message/detail`; never a 500.")
     rec.call(

@@ -25,7 +25,7 @@ from loan_default.services.decisions import (
 PG_ADMIN_URL = os.environ.get(
     "DECISION_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
-KEY_A, KEY_B = "a1b2c3d4e5f60718", "0f1e2d3c4b5a6978"
+KEY_A, KEY_B = "a" * 16, "b" * 16
 
 
 def pg_admin() -> sa.Engine:
