@@ -17,7 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+import sqlalchemy as sa
 
+from loan_default.services.decisions import DecisionStore
 from tests.conftest import free_port
 from tests.worker.conftest import (
     CLI,
@@ -67,6 +69,7 @@ def test_sigkilled_worker_mid_job_every_row_exactly_once(
         batch_chunk_size=100,
         celery_visibility_timeout_s=4,
         batch_task_time_limit_s=3,
+        decision_store_url=f"sqlite:///{tmp_path / 'decisions.db'}",
     )
     api = procs("api", settings)
     first = procs("worker", settings)
@@ -89,6 +92,16 @@ def test_sigkilled_worker_mid_job_every_row_exactly_once(
         assert done["completed"] == done["total"] == n
         ids = _csv_ids(client, job)
     assert ids == [f"id{i}" for i in range(n)]
+    # the decision record: every row once, none twice, though a chunk was scored again
+    with DecisionStore.from_url(settings.decision_store_url) as store, store.engine.connect() as c:
+        rows, distinct, numbers = c.execute(
+            sa.text(
+                "SELECT count(*), count(DISTINCT decision_id), count(DISTINCT row) "
+                "FROM decisions WHERE job_id = :job"
+            ),
+            {"job": job},
+        ).one()
+    assert rows == distinct == numbers == n
 
 
 def test_redis_restart_with_queued_jobs(
