@@ -183,7 +183,8 @@ class Settings(BaseSettings):
     # --- decision record ----------------------------------------------------------------
     decision_store_url: str = "sqlite:///var/decisions.db"
     """Where every decision is recorded: `sqlite:///path` (embedded, WAL, no server; the
-    directory is created) or `postgresql://HOST/DB` with the usual credentials (partitioned by month)."""
+    directory is created) or `postgresql://HOST/DB` with the usual credentials (partitioned by
+    month)."""
     decision_recording: Literal["required", "best_effort", "off"] = "required"
     """`required`: a prediction is answered only after its record is committed, and predict
     answers 503 while the store is down. `best_effort`: serve anyway and count each lost record
