@@ -506,3 +506,44 @@ def test_every_batch_row_is_recorded_once_with_its_single_predictions_reasons(
         adverse += single.prediction
     assert adverse >= 5
     decisions.close()
+
+
+@pytest.mark.integration
+def test_references_reach_the_decision_record_from_json_items_and_csv_columns(
+    store: bs.RedisJobStore, model: ModelService, trained_store: Path, tmp_path: Path
+) -> None:
+    decisions = DecisionRecorder(
+        DecisionStore.from_url(f"sqlite:///{tmp_path / 'decisions.db'}"), "required"
+    )
+    svc, dispatcher = _service(store, model, trained_store, batch_chunk_size=100)
+    dispatcher.decisions = decisions
+    raw = _rows(150, seed=4)
+    refs: list[str | None] = [f"APP-{i}" if i % 3 else None for i in range(150)]
+    json_job = svc.submit_rows(owner=OWNER, raw=raw, references=refs)
+    rows = [(f"CSV-{i}" if i != 7 else " padded", 1, 100.0 * i, 5000 + i) for i in range(120)]
+    rows[9] = ("", 1, 900.0, 5009)  # an empty reference is no reference
+    parsed = bs.parse_csv(
+        csv_bytes(rows, "reference,Employed,Bank Balance,Annual Salary"),
+        max_rows=1000,
+        on_error="skip",
+    )
+    assert parsed.row_errors == [
+        {
+            "row": 8,
+            "field": "reference",
+            "reason": "reference must be 1 to 64 printable ASCII characters, no space at either "
+            "end",
+        }
+    ]
+    file_job = svc.submit_file(owner=OWNER, parsed=parsed, digest="refs")
+    assert decisions.store is not None
+    records, _ = decisions.store.query(limit=1000)
+    by_job: dict[str, list[str | None]] = {}
+    for r in records:
+        by_job.setdefault(str(r.job_id), []).append(r.reference)
+    assert by_job[json_job.job_id] == refs
+    expected = [r[0] or None for i, r in enumerate(rows) if i != 7]
+    assert by_job[file_job.job_id] == expected
+    found, _ = decisions.store.query(reference="APP-1")
+    assert [(r.job_id, r.row) for r in found] == [(json_job.job_id, 1)]
+    decisions.close()

@@ -225,7 +225,13 @@ def _submit_rows(
             ]
         )
     raw = np.array([(p.employed, p.bank_balance, p.annual_salary) for p in rows], dtype=np.float64)
-    return service.submit_rows(raw=raw, idempotency_key=idempotency_key, owner=owner)
+    references = [p.reference for p in rows]
+    return service.submit_rows(
+        raw=raw,
+        references=references if any(r is not None for r in references) else None,
+        idempotency_key=idempotency_key,
+        owner=owner,
+    )
 
 
 def _owner(request: Request) -> str:

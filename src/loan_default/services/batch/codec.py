@@ -4,7 +4,8 @@
 * `x-<i>` (file jobs): every column of the uploaded rows, so extra columns reach results.csv;
 * `out-<i>`: the scores: probability float64, prediction int8, risk_code uint8, and `reasons`
   (each row's adverse-action reasons as a JSON list of {code, text}; `[]` when none);
-* `csv-<i>` (file jobs): the chunk's part of results.csv, rendered once by the worker.
+* `csv-<i>` (file jobs): the chunk's part of results.csv, rendered once by the worker;
+* `ref-<i>` (when the job gave any): each row's `reference`, recorded with its decision.
 
 Arrow rather than raw numpy bytes: the blobs are self-describing (names, types, row count), so
 a blob of another layout is an error instead of silently misread numbers, and one reader serves
@@ -24,6 +25,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.csv as pacsv  # type: ignore[import-untyped]
 
 from loan_default.features import FEATURE_NAMES, RAW_FEATURES, RISK_LABELS, saving_rate
+from loan_default.features.contract import REFERENCE
 from loan_default.model.bundle import Scores
 from loan_default.services.batch.csv_input import escape_formulas
 
@@ -63,6 +65,25 @@ def raw_table(raw: npt.NDArray[np.float64]) -> Any:
             "annual_salary": pa.array(raw[:, 2]),
         }
     )
+
+
+# --- references ------------------------------------------------------------------------------
+def encode_references(references: Sequence[str | None]) -> bytes:
+    return table_to_ipc(pa.table({REFERENCE: pa.array(list(references), pa.string())}))
+
+
+def decode_references(data: bytes) -> list[str | None]:
+    table = table_from_ipc(data)
+    if table.column_names != [REFERENCE]:
+        raise ValueError(f"not a references blob: columns {table.column_names}")
+    return [None if v is None else str(v) for v in table.column(REFERENCE).to_pylist()]
+
+
+def references_column(table: Any) -> list[str | None] | None:
+    """An uploaded file's `reference` column (validated by the CSV parser), if it has one."""
+    if table is None or REFERENCE not in table.column_names:
+        return None
+    return [None if v in (None, "") else str(v) for v in table.column(REFERENCE).to_pylist()]
 
 
 # --- scores ----------------------------------------------------------------------------------

@@ -30,7 +30,14 @@ import pyarrow.csv as pacsv  # type: ignore[import-untyped]
 
 from loan_default.core.errors import InvalidInput
 from loan_default.core.json_keys import RepeatedKeys
-from loan_default.features import BOUNDS, RAW_COLUMNS, RAW_FEATURES, REFERENCE
+from loan_default.features import (
+    BOUNDS,
+    RAW_COLUMNS,
+    RAW_FEATURES,
+    REFERENCE,
+    REFERENCE_MAX_LENGTH,
+    REFERENCE_PATTERN,
+)
 
 OnError = Literal["reject", "skip"]
 
@@ -313,6 +320,24 @@ def parse_csv(
             out |= ~np.asarray(literal.to_numpy(zero_copy_only=False), dtype=bool)
         reasons.append((out & ~nan, name, b.reason()))
         bad |= nan | reasons[-1][0]
+    if REFERENCE in names:
+        # the single predict's rule: 1-64 printable ASCII, no space at either end (or empty)
+        ref = pc.cast(table.column(names.index(REFERENCE)), pa.string())
+        ok = pc.and_(
+            pc.match_substring_regex(ref, REFERENCE_PATTERN),
+            pc.less_equal(pc.utf8_length(ref), REFERENCE_MAX_LENGTH),
+        )
+        ok = pc.or_(pc.fill_null(ok, True), pc.equal(ref, ""))
+        wrong = ~np.asarray(pc.fill_null(ok, True).to_numpy(zero_copy_only=False), dtype=bool)
+        reasons.append(
+            (
+                wrong,
+                REFERENCE,
+                f"{REFERENCE} must be 1 to {REFERENCE_MAX_LENGTH} printable ASCII characters, "
+                "no space at either end",
+            )
+        )
+        bad |= wrong
     bad_idx = np.flatnonzero(bad)
     errors: list[dict[str, Any]] = []
     for i in bad_idx.tolist():

@@ -47,7 +47,7 @@ def score_chunk(
         return "expired"
     if store.is_done(job_id, index):
         return "already-done"
-    names = [f"in-{index}"] + ([f"x-{index}"] if record.kind == "file" else [])
+    names = [f"in-{index}", f"ref-{index}"] + ([f"x-{index}"] if record.kind == "file" else [])
     blobs = store.blobs(job_id, names)
     if blobs[0] is None:
         return "expired"
@@ -60,12 +60,13 @@ def score_chunk(
     seconds = time.perf_counter() - started
     scores = result.scores
     if decisions is not None:
-        decisions.record_chunk(chunk_decisions(record, index, matrix, result, reference=None))
+        references = codec.decode_references(blobs[1]) if blobs[1] is not None else None
+        decisions.record_chunk(chunk_decisions(record, index, matrix, result, reference=references))
     reasons = codec.reasons_json(result.reason_codes, result.reason_text, raw.shape[0])
     out: dict[str, bytes] = {f"out-{index}": codec.encode_scores(scores, reasons)}
-    if record.kind == "file" and blobs[1] is not None:
+    if record.kind == "file" and blobs[2] is not None:
         out[f"csv-{index}"] = codec.chunk_csv(
-            columns=codec.table_from_ipc(blobs[1]),
+            columns=codec.table_from_ipc(blobs[2]),
             scores=scores,
             header=index == 0,
             escape=escape_formulas,

@@ -69,15 +69,21 @@ class BatchService:
         self,
         *,
         raw: npt.NDArray[np.float64],
+        references: list[str | None] | None = None,
         idempotency_key: str | None = None,
         owner: str | None = None,
     ) -> Submitted:
-        """A JSON job: `raw` (n, 3) float64 in RAW_FEATURES order, already validated."""
+        """A JSON job: `raw` (n, 3) float64 in RAW_FEATURES order, already validated, and each
+        item's `reference` (validated by the item schema) when any item gave one."""
         raw = np.ascontiguousarray(raw, dtype=np.float64)
-        digest = hashlib.sha256(b"json\0" + raw.tobytes()).hexdigest()
+        h = hashlib.sha256(b"json\0" + raw.tobytes())
+        if references is not None:
+            h.update(b"\0refs\0" + "\0".join(r or "" for r in references).encode())
+        digest = h.hexdigest()
         return self._submit(
             kind="json",
             raw=raw,
+            references=references,
             table=None,
             digest=digest,
             idempotency_key=idempotency_key,
@@ -96,6 +102,7 @@ class BatchService:
         return self._submit(
             kind="file",
             raw=parsed.raw,
+            references=codec.references_column(parsed.table),
             table=parsed.table,
             digest=digest,
             idempotency_key=idempotency_key,
@@ -110,6 +117,7 @@ class BatchService:
         *,
         kind: Literal["json", "file"],
         raw: npt.NDArray[np.float64],
+        references: list[str | None] | None,
         table: Any,
         digest: str,
         idempotency_key: str | None,
@@ -159,6 +167,8 @@ class BatchService:
             blobs[f"in-{i}"] = codec.encode_raw(raw[s : s + size])
             if table is not None:
                 blobs[f"x-{i}"] = codec.table_to_ipc(table.slice(s, size))
+            if references is not None:
+                blobs[f"ref-{i}"] = codec.encode_references(references[s : s + size])
         try:
             self.store.create(record, blobs)
             try:
