@@ -95,7 +95,11 @@ def _text(table: ReasonTable | None, code: str) -> str | None:
 @router.get(
     "/{decision_id}",
     response_model=Envelope[dict[str, Any]],
-    responses={404: {"model": ErrorEnvelope}, 503: {"model": ErrorEnvelope}},
+    responses={
+        404: {"model": ErrorEnvelope},
+        422: {"model": ErrorEnvelope},
+        503: {"model": ErrorEnvelope},
+    },
     summary="One recorded decision: inputs, model, answer and reasons",
 )
 async def get_decision(
@@ -124,7 +128,7 @@ def _utc(value: datetime | None) -> datetime | None:
 @router.get(
     "",
     response_model=Envelope[dict[str, Any]],
-    responses={503: {"model": ErrorEnvelope}},
+    responses={422: {"model": ErrorEnvelope}, 503: {"model": ErrorEnvelope}},
     summary="Recorded decisions by reference, time range and model version, in time order",
 )
 async def list_decisions(

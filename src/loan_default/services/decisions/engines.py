@@ -88,7 +88,8 @@ def create_store_engine(
 def _sqlite_engine(url: URL, *, synchronous: Synchronous, busy_timeout_s: float) -> Engine:
     if synchronous not in ("FULL", "NORMAL"):
         raise ValueError("synchronous must be FULL or NORMAL")
-    assert url.database is not None
+    if url.database is None:
+        raise ValueError("a SQLite decision store URL needs a file path (sqlite:///path)")
     Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(
         url, connect_args={"timeout": busy_timeout_s, "check_same_thread": False}
@@ -109,5 +110,6 @@ def _sqlite_engine(url: URL, *, synchronous: Synchronous, busy_timeout_s: float)
 
 def sqlite_path(engine: Engine) -> Path:
     """The database file of a SQLite engine."""
-    assert engine.url.database is not None
+    if engine.url.database is None:
+        raise ValueError("a SQLite decision store URL needs a file path (sqlite:///path)")
     return Path(engine.url.database).expanduser()

@@ -131,7 +131,7 @@ def drop_partitions_before(engine: Engine, cutoff: datetime) -> tuple[int, list[
             if add_months(start, 1) > cutoff:
                 continue
             # `name` matched _NAME (decisions_pYYYYMM): no quoting can be broken
-            rows += conn.execute(sa.text(f'SELECT count(*) FROM "{name}"')).scalar_one()  # noqa: S608
+            rows += conn.execute(sa.text(f'SELECT count(*) FROM "{name}"')).scalar_one()  # noqa: S608  # nosec B608 - name matched _NAME
             conn.execute(sa.text(f'DROP TABLE "{name}"'))
             dropped.append(name)
     return rows, dropped

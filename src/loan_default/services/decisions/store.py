@@ -302,7 +302,7 @@ class DecisionStore:
             if self.type == "sqlite":
                 # the write lock, not just a read: a store that cannot be written is down
                 raw = conn.connection.dbapi_connection
-                assert raw is not None
+                assert raw is not None  # nosec B101 - type narrowing for mypy on an invariant, not input validation
                 raw.execute("BEGIN IMMEDIATE")
                 raw.execute("ROLLBACK")
             else:
