@@ -170,7 +170,8 @@ def http_bench(args: argparse.Namespace) -> None:
 
 
 # --- in-process ------------------------------------------------------------------------------
-def median_us(fn: Callable[[], Any], n: int = 20_000, repeat: int = 5) -> float:
+def runs_us(fn: Callable[[], Any], n: int, repeat: int) -> list[float]:
+    """Microseconds per call of `fn`, one figure per round of `n` calls (after a warm-up)."""
     for _ in range(min(n, 2000)):
         fn()
     runs = []
@@ -179,7 +180,11 @@ def median_us(fn: Callable[[], Any], n: int = 20_000, repeat: int = 5) -> float:
         for _ in range(n):
             fn()
         runs.append((time.perf_counter_ns() - t0) / n / 1000)
-    return statistics.median(runs)
+    return runs
+
+
+def median_us(fn: Callable[[], Any], n: int = 20_000, repeat: int = 5) -> float:
+    return statistics.median(runs_us(fn, n, repeat))
 
 
 def amedian_us(

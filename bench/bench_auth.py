@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bench_api import runs_us
 from starlette.requests import Request
 
 KEY = "bench-key-0123456789abcdef"
@@ -27,15 +28,7 @@ BODY_REF = BODY[:-1] + b', "reference": "APP-2024-000123"}'
 
 
 def best_us(fn: Callable[[], Any], n: int, repeat: int) -> float:
-    for _ in range(min(n, 2000)):
-        fn()
-    runs = []
-    for _ in range(repeat):
-        t0 = time.perf_counter_ns()
-        for _ in range(n):
-            fn()
-        runs.append((time.perf_counter_ns() - t0) / n / 1000)
-    return min(runs)
+    return min(runs_us(fn, n, repeat))
 
 
 def abest_us(fn: Callable[[], Awaitable[Any]], n: int, repeat: int) -> float:

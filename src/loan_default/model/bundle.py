@@ -169,13 +169,7 @@ class ModelBundle:
                 f"model card's reason table covers {sorted(card.reasons.features)}, "
                 f"not every feature of {list(FEATURE_NAMES)}"
             )
-        # Cards written before reason tables were stored get the code's table, built from the
-        # constraints the card records ({} on those cards: neutral texts, no direction claimed).
-        self.reason_table = (
-            card.reasons
-            if card.reasons is not None
-            else reasons_mod.build_table(card.monotone_constraints)
-        )
+        self.reason_table = card.reason_table()
         self._ranker = reasons_mod.ReasonRanker(
             self.reason_table,
             feature_names=FEATURE_NAMES,

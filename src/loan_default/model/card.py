@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from loan_default.model.reasons import ReasonTable
+from loan_default.model.reasons import ReasonTable, build_table
 
 CARD_SCHEMA_VERSION = 1
 
@@ -133,3 +133,9 @@ class ModelCard(BaseModel):
         if bad:
             raise ValueError(f"monotone constraints must be -1, 0 or 1: {bad}")
         return self
+
+    def reason_table(self) -> ReasonTable:
+        """The table this model explains itself with. Cards written before tables were stored
+        get the code's table, built from the constraints the card records ({} on those cards:
+        neutral texts, no direction claimed)."""
+        return self.reasons if self.reasons is not None else build_table(self.monotone_constraints)

@@ -37,10 +37,9 @@ def _owner_filter(principal: Principal) -> str | None:
     """None (every decision) for an audit key, else the caller's own key id."""
     if AUDIT in principal.scopes:
         return None
-    if SCORE in principal.scopes:
-        return principal.key_id
-    check_scope(principal, AUDIT)  # raises 403 naming the scope
-    return principal.key_id  # pragma: no cover - check_scope raised
+    if SCORE not in principal.scopes:
+        check_scope(principal, AUDIT)  # 403 naming the scope
+    return principal.key_id
 
 
 def _store(request: Request) -> DecisionStore:
@@ -57,7 +56,6 @@ def _registry_table(settings: Settings, version: str) -> ReasonTable | None:
     """The reason table of a version no longer served (its card, downloaded once)."""
     from loan_default.model.bundle import CARD_FILE
     from loan_default.model.card import ModelCard
-    from loan_default.model.reasons import build_table
     from loan_default.registry.client import Registry
 
     try:
@@ -65,7 +63,7 @@ def _registry_table(settings: Settings, version: str) -> ReasonTable | None:
         card = ModelCard.model_validate_json((directory / CARD_FILE).read_text())
     except Exception:
         return None
-    return card.reasons if card.reasons is not None else build_table(card.monotone_constraints)
+    return card.reason_table()
 
 
 def reason_table(request: Request, record: DecisionRecord) -> ReasonTable | None:
