@@ -498,6 +498,8 @@ def test_every_batch_row_is_recorded_once_with_its_single_predictions_reasons(
         single = model.predict_one(employed=int(e), bank_balance=b, annual_salary=sal)
         assert r.probability == single.probability
         assert r.reason_codes == single.reason_codes
+        assert (r.employed, r.bank_balance, r.annual_salary) == (e, b, sal)
+        assert r.saving_rate == single.features_used["saving_rate"]
         assert r.key_id == OWNER
         assert r.source == "batch"
         assert r.job_id == sub.job_id

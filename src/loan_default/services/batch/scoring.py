@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 from loguru import logger
 
-from loan_default.features import build_matrix
+from loan_default.features import build_matrix, saving_rate
 from loan_default.services import metrics
 from loan_default.services.batch import codec
 from loan_default.services.batch.records import JobRecord
@@ -61,7 +61,7 @@ def score_chunk(
     scores = result.scores
     if decisions is not None:
         references = codec.decode_references(blobs[1]) if blobs[1] is not None else None
-        decisions.record_chunk(chunk_decisions(record, index, matrix, result, reference=references))
+        decisions.record_chunk(chunk_decisions(record, index, raw, result, reference=references))
     reasons = codec.reasons_json(result.reason_codes, result.reason_text, raw.shape[0])
     out: dict[str, bytes] = {f"out-{index}": codec.encode_scores(scores, reasons)}
     if record.kind == "file" and blobs[2] is not None:
@@ -85,15 +85,16 @@ def score_chunk(
 def chunk_decisions(
     record: JobRecord,
     index: int,
-    matrix: npt.NDArray[np.float32],
+    raw: npt.NDArray[np.float64],
     result: BatchScores,
     *,
     reference: list[str | None] | None,
 ) -> DecisionBatch:
     """The decision records of chunk `index` as columns: rows numbered within the job, decided
-    at the job's submission time (so the ids are the same on every delivery)."""
+    at the job's submission time (so the ids are the same on every delivery). The inputs are the
+    validated float64 values, as a single prediction records them, not the model's float32."""
     start = sum(record.chunk_sizes[:index])
-    n = matrix.shape[0]
+    n = raw.shape[0]
     scores = result.scores
     return DecisionBatch(
         job_id=record.job_id,
@@ -104,10 +105,10 @@ def chunk_decisions(
         model_alias=result.model_alias,
         threshold=result.threshold,
         rows=np.arange(start, start + n, dtype=np.int64),
-        employed=matrix[:, 0].astype(np.float64),
-        bank_balance=matrix[:, 1].astype(np.float64),
-        annual_salary=matrix[:, 2].astype(np.float64),
-        saving_rate=matrix[:, 3].astype(np.float64),
+        employed=raw[:, 0],
+        bank_balance=raw[:, 1],
+        annual_salary=raw[:, 2],
+        saving_rate=saving_rate(raw[:, 1], raw[:, 2]),
         probability=scores.probability,
         prediction=scores.prediction,
         risk_band=scores.default_risk.tolist(),
