@@ -189,6 +189,17 @@ def test_listing_pages_through_every_decision_once(api: TestClient) -> None:
     assert "limit" in bad.json()["message"]
     bad = api.get("/api/v1/decisions", params={"cursor": "!!"}, headers=_headers(AUDITOR))
     assert bad.status_code == 422
+    # found by schemathesis: a bare number was read as a Unix time (925 -> 1970-01-01T00:15:25Z)
+    for field in ("from", "to"):
+        bad = api.get("/api/v1/decisions", params={field: "925"}, headers=_headers(AUDITOR))
+        assert bad.status_code == 422, bad.text
+        assert field in bad.json()["message"] and "ISO 8601" in bad.json()["message"]
+    naive = api.get(
+        "/api/v1/decisions",
+        params={"reference": "APP-page", "from": first["decided_at"].removesuffix("Z")},
+        headers=_headers(AUDITOR),
+    ).json()["data"]["decisions"]
+    assert [d["decision_id"] for d in naive] == ids  # no offset: read as UTC
 
 
 def _unreachable_settings(trained_store: Path, mode: str) -> Settings:

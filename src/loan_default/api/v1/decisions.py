@@ -7,16 +7,18 @@ ids cannot be probed for existence. A key with neither scope gets 403 naming `au
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BeforeValidator
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from loan_default.api.deps import Principal, authorize, check_scope
 from loan_default.api.schemas import Envelope, ErrorEnvelope, JSONBytes
+from loan_default.core.clock import parse_utc
 from loan_default.core.config import Settings
 from loan_default.core.errors import NotFound, ServiceUnavailable
 from loan_default.core.keys import AUDIT, SCORE
@@ -116,11 +118,13 @@ async def get_decision(
     )
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    """Query times without an offset are read as UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+def _iso_only(value: object) -> object:
+    """Query times are ISO 8601 only (UTC if no offset); a bare number is refused by name."""
+    return parse_utc(value) if isinstance(value, str) else value
+
+
+#: `from`/`to`: pydantic's lax datetime would read `925` as a Unix time; this refuses it.
+IsoTime = Annotated[datetime, BeforeValidator(_iso_only)]
 
 
 @router.get(
@@ -134,10 +138,10 @@ async def list_decisions(
     principal: Annotated[Principal, Depends(authorize)],
     reference: Annotated[str | None, Query(max_length=64)] = None,
     start: Annotated[
-        datetime | None, Query(alias="from", description="Inclusive; ISO 8601 (UTC if no offset)")
+        IsoTime | None, Query(alias="from", description="Inclusive; ISO 8601 (UTC if no offset)")
     ] = None,
     end: Annotated[
-        datetime | None, Query(alias="to", description="Exclusive; ISO 8601 (UTC if no offset)")
+        IsoTime | None, Query(alias="to", description="Exclusive; ISO 8601 (UTC if no offset)")
     ] = None,
     model_version: Annotated[str | None, Query(max_length=64)] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
@@ -148,8 +152,8 @@ async def list_decisions(
     page, next_cursor = await run_in_threadpool(
         lambda: store.query(
             reference=reference,
-            start=_utc(start),
-            end=_utc(end),
+            start=start,
+            end=end,
             model_version=model_version,
             key_id=owner,
             cursor=cursor,
