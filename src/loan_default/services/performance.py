@@ -353,8 +353,9 @@ def cohort_performance(
     """Realized and estimated performance per (model version, UTC month of decision), in that order.
 
     `decided_at` is a numpy datetime64 array read as UTC (numpy has no time zones; an aware
-    datetime converts with `np.datetime64(dt.astimezone(UTC).replace(tzinfo=None))`). Chosen over
-    aware datetimes because the store's columnar reads produce it and a month is one `astype`.
+    datetime converts with `np.datetime64(dt.astimezone(UTC).replace(tzinfo=None))`, an Arrow
+    timestamp column with `.to_numpy()`). Chosen over aware datetimes because a cohort query reads
+    up to millions of rows: the months are then one vectorised `astype`, not a Python call a row.
     `y` is 1/0 for a known outcome and `NO_OUTCOME` (-1) for one still pending; pending rows
     feed the cohort's estimated side. `thresholds` (per model version) adds the
     precision/recall/F1 at each version's threshold to the realized side.
