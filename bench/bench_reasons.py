@@ -3,8 +3,9 @@
 Usage: `.venv/bin/python bench/bench_reasons.py [--store DIR] [--rounds 200]`
 
 Loads the promoted bundle of an MLflow store (`--store`, a directory with `mlflow.db` and
-`artifacts/`), or trains one into a temp store first (~30 s). Prints the median time per call and,
-for comparison, `score` on the same rows (the kernel every decision already pays for).
+`artifacts/`), or trains one into a temp store first (~30 s). Prints the median time per call:
+the contributions (the stump table) beside XGBoost's `pred_contribs` on the same rows, and, for
+comparison, `score` on the same rows (the kernel every decision already pays for).
 """
 
 from __future__ import annotations
@@ -75,7 +76,18 @@ def main() -> None:
     t_big = median_us(lambda: bundle.reasons(big), few)
     print(f"reasons {n} rows: {t_big / 1e3:.2f} ms ({t_big / n:.2f} us per row)")
     t_contribs = median_us(lambda: bundle.contribs(big), few)
-    print(f"of which pred_contribs {n} rows: {t_contribs / 1e3:.2f} ms")
+    t_shap = median_us(lambda: bundle.tree_shap(big), few)
+    table = "stump table" if bundle._stumps is not None else "pred_contribs (not all stumps)"
+    print(f"of which contributions ({table}) {n} rows: {t_contribs / 1e3:.2f} ms")
+    print(f"XGBoost pred_contribs {n} rows: {t_shap / 1e3:.2f} ms ({t_shap / t_contribs:.0f}x)")
+    t_one, t_one_shap = (
+        median_us(lambda: bundle.contribs(one), args.rounds),
+        median_us(lambda: bundle.tree_shap(one), args.rounds),
+    )
+    print(
+        f"contributions 1 row: {t_one:.1f} us; pred_contribs 1 row: {t_one_shap:.1f} us "
+        f"({t_one_shap / t_one:.0f}x)"
+    )
     print(f"score {n} rows: {median_us(lambda: bundle.score(big), few) / 1e3:.2f} ms")
 
 
