@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     model_reload_interval_s: float = Field(default=30.0, gt=0)
     model_load_retry_max_s: float = Field(default=30.0, gt=0)
     """Upper bound of the exponential back-off while no model could be loaded."""
+    challenger_alias: str = "challenger"
+    """Registry alias of a shadow model scored beside production on sampled decisions (its
+    probability goes to the decision record, never into the answer); empty disables it. No such
+    alias, or the same version as production, means no challenger."""
+    challenger_sampling_rate: float = Field(default=1.0, ge=0, le=1)
+    """Share of decisions the challenger scores (chosen from the decision id, so deterministic)."""
 
     # --- training ---------------------------------------------------------------------------
     data_path: str = "training/Default_Fin.csv"

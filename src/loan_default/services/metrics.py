@@ -123,6 +123,17 @@ DECISION_STORE_ERRORS = Counter(
     "loan_decision_store_errors_total",
     "Failed writes to the decision store (each answered 503 under DECISION_RECORDING=required).",
 )
+CHALLENGER_SCORED = Counter(
+    "loan_challenger_scored_total",
+    "Decisions scored in shadow by the challenger model, by source (predict, batch).",
+    ["source"],
+)
+CHALLENGER_ERRORS = Counter(
+    "loan_challenger_errors_total",
+    "Challenger failures, by stage: `load` (the alias's version refused or unreachable) or "
+    "`score` (a group or chunk recorded without challenger fields); production is unaffected.",
+    ["stage"],
+)
 
 #: Paths whose requests are not counted in the HTTP metrics (scrapes and probes).
 UNMETERED_PATHS: Final = frozenset({"/metrics", "/healthz", "/readyz"})

@@ -96,8 +96,15 @@ class ModelService:
         resolve_alias: AliasResolver | None = None,
         load_version: BundleLoader | None = None,
         bundle: ModelBundle | None = None,
+        optional: bool = False,
+        on_error: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
+        #: An optional alias (the challenger): when it is removed from the registry the loaded
+        #: version is dropped, where production keeps serving its last version.
+        self.optional = optional
+        #: Called with the error code of each failed check (a metric for the challenger).
+        self._on_error = on_error
         self._resolve_alias = resolve_alias
         self._load_version = load_version
         self._bundle: ModelBundle | None = bundle
@@ -115,16 +122,27 @@ class ModelService:
         self.refused_version: str | None = None
 
     @classmethod
-    def from_registry(cls, settings: Settings) -> ModelService:
-        """Service wired to the MLflow registry (import is lazy: mlflow is slow to import)."""
+    def from_registry(
+        cls,
+        settings: Settings,
+        *,
+        alias: str | None = None,
+        optional: bool = False,
+        on_error: Callable[[str], None] | None = None,
+    ) -> ModelService:
+        """Service wired to the MLflow registry (import is lazy: mlflow is slow to import),
+        following `alias` (default MODEL_ALIAS) with the same loader and checks."""
         from loan_default.registry.client import Registry
 
         _warn_if_store_missing(settings.mlflow_tracking_uri)
         registry = Registry(settings)
+        followed = alias or settings.model_alias
         return cls(
             settings=settings,
-            resolve_alias=registry.alias_version,
-            load_version=lambda v: registry.load_bundle(v, alias=settings.model_alias),
+            resolve_alias=lambda: registry.alias_version(followed),
+            load_version=lambda v: registry.load_bundle(v, alias=followed),
+            optional=optional,
+            on_error=on_error,
         )
 
     # --- state ---------------------------------------------------------------------------
@@ -238,12 +256,16 @@ class ModelService:
                         exc,
                     )
                 self.last_check_ok = False
-                self.last_error = "registry_unreachable"
+                self._failed("registry_unreachable")
                 return False
             if self.last_check_ok is False:
                 logger.info("model registry reachable again")
             self.last_check_ok = True
             current = self._bundle
+            if version is None and self.optional and current is not None:
+                self._bundle = None
+                logger.info("alias removed: v{} unloaded", current.version)
+                return False
             if version is None or (current is not None and current.version == version):
                 return False
             if version == self.refused_version:
@@ -251,7 +273,7 @@ class ModelService:
             try:
                 bundle = self._load_version(version)
             except Exception as exc:
-                self.last_error = "model_version_refused"
+                self._failed("model_version_refused")
                 if isinstance(exc, ModelLoadError):
                     self.refused_version = version
                 logger.error(
@@ -265,6 +287,11 @@ class ModelService:
             self.refused_version = None
             self.swap(bundle)
             return True
+
+    def _failed(self, code: str) -> None:
+        self.last_error = code
+        if self._on_error is not None:
+            self._on_error(code)
 
     def load_initial(self, *, deadline_s: float | None = None) -> bool:
         """Try to load the alias with exponential back-off (bounded by `deadline_s`)."""
