@@ -30,6 +30,7 @@ from loan_default.core.logging import AccessLog, configure_logging
 from loan_default.model.bundle import ModelBundle
 from loan_default.services import metrics
 from loan_default.services.batch import Dispatcher
+from loan_default.services.challenger import Challenger
 from loan_default.services.decisions.recorder import DecisionRecorder
 from loan_default.services.drift import DriftMonitor
 from loan_default.services.model import ModelService
@@ -53,6 +54,7 @@ def create_app(
     model_service: ModelService | None = None,
     dispatcher: Dispatcher | None = None,
     decisions: DecisionRecorder | None = None,
+    challenger: Challenger | None = None,
 ) -> FastAPI:
     """Build the app from its collaborators.
 
@@ -61,6 +63,9 @@ def create_app(
     without a job store URL, the batch routes answer 503 and /readyz says `not_configured`.
     `decisions`: where decisions are recorded; by default DECISION_STORE_URL, per
     DECISION_RECORDING (opened, and migrated, by the lifespan).
+    `challenger`: the shadow model; by default CHALLENGER_ALIAS followed in the registry (none
+    when the setting is empty, or when `model_service` is given). It scores in the decision
+    writer's thread, never in the answer.
     """
     settings = settings or get_settings()
     configure_logging(settings)
@@ -86,7 +91,18 @@ def create_app(
         app.state.decisions = decisions or await run_in_threadpool(
             DecisionRecorder.from_settings, settings
         )
+        # a given model service (tests, embedding) comes with its challenger or none
+        shadow = challenger or (
+            Challenger.from_registry(settings, production=service)
+            if model_service is None
+            else None
+        )
+        app.state.challenger = shadow
+        if shadow is not None:
+            app.state.decisions.set_group_hook(shadow.score_records)
         service.start_background_reload()
+        if shadow is not None:
+            shadow.start()
         drift.start()
         logger.info(
             "API up: model {}@{}, rate limit {}/min ({}), {} worker pid {}",
@@ -107,6 +123,8 @@ def create_app(
             yield
         finally:
             service.stop()
+            if shadow is not None:
+                shadow.stop()
             drift.stop()
             app.state.batch.close()
             await run_in_threadpool(app.state.decisions.close)

@@ -22,6 +22,7 @@ from loan_default.core.config import Settings, get_settings
 from loan_default.core.errors import ModelNotReady
 from loan_default.core.logging import configure_logging
 from loan_default.services import batch as batch_service
+from loan_default.services.challenger import Challenger
 from loan_default.services.decisions.errors import DecisionStoreUnavailable
 from loan_default.services.decisions.recorder import DecisionRecorder
 from loan_default.services.model import ModelService
@@ -41,6 +42,7 @@ class WorkerContext:
     model: ModelService
     store: batch_service.JobStore
     decisions: DecisionRecorder | None = None
+    challenger: Challenger | None = None
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     def start_heartbeat(self) -> None:
@@ -75,6 +77,9 @@ def init_context(settings: Settings | None = None) -> WorkerContext:
         configure_logging(settings)
         model = ModelService.from_registry(settings)
         model.start_background_reload()
+        challenger = Challenger.from_registry(settings, production=model)
+        if challenger is not None:
+            challenger.start()
         store = batch_service.store_from_settings(settings)
         if store is None:  # the broker is Redis (create_celery insists), so this cannot be
             raise RuntimeError("no batch job store: set CELERY_BROKER_URL or BATCH_STORE_URL")
@@ -83,6 +88,7 @@ def init_context(settings: Settings | None = None) -> WorkerContext:
             model=model,
             store=store,
             decisions=DecisionRecorder.from_settings(settings),
+            challenger=challenger,
         )
         _Holder.context.start_heartbeat()
     return _Holder.context
@@ -95,6 +101,8 @@ def _on_process_init(**_: Any) -> None:
 def _on_process_shutdown(**_: Any) -> None:
     if _Holder.context is not None:
         _Holder.context.model.stop()
+        if _Holder.context.challenger is not None:
+            _Holder.context.challenger.stop()
         if _Holder.context.decisions is not None:
             _Holder.context.decisions.close()
 
@@ -145,6 +153,7 @@ def _score_chunk(self: Task, job_id: str, index: int) -> str:
             worker_id=ctx.worker_id,
             escape_formulas=ctx.settings.batch_csv_escape_formulas,
             decisions=ctx.decisions,
+            shadow=ctx.challenger.score_batch if ctx.challenger is not None else None,
         )
     except (ModelNotReady, batch_service.StoreUnavailable, DecisionStoreUnavailable) as exc:
         retries = int(self.request.retries or 0)

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import PlainTextResponse, Response
 
-from loan_default.api.deps import DriftMonitorDep
-from loan_default.api.schemas import DriftData, Envelope, JSONBytes
-from loan_default.services import metrics
+from loan_default.api.deps import DriftMonitorDep, require_scope
+from loan_default.api.schemas import DriftData, Envelope, ErrorEnvelope, JSONBytes
+from loan_default.api.v1.decisions import IsoTime, decision_store
+from loan_default.core.config import Settings
+from loan_default.core.errors import InvalidInput
+from loan_default.core.keys import AUDIT
+from loan_default.services import challenger_report, metrics
+from loan_default.services.challenger import Challenger
+from loan_default.services.model import ModelService
 
 router = APIRouter(prefix="/monitoring", tags=["monitoring"])
 exposition_router = APIRouter(tags=["monitoring"])
@@ -31,6 +41,86 @@ async def drift(monitor: DriftMonitorDep) -> Response:
         )
     )
     return JSONBytes({"success": True, "data": report.as_dict(), "message": message})
+
+
+#: The window of /monitoring/challenger when `from` is not given: the last 30 days to `to`.
+DEFAULT_WINDOW = timedelta(days=30)
+
+
+@lru_cache(maxsize=32)
+def _registry_threshold(settings: Settings, version: str) -> float | None:
+    """The card threshold of a version no longer loaded (its card, downloaded once)."""
+    from loan_default.model.bundle import CARD_FILE
+    from loan_default.model.card import ModelCard
+    from loan_default.registry.client import Registry
+
+    try:
+        directory = Registry(settings).download_bundle_dir(version)
+        card = ModelCard.model_validate_json((directory / CARD_FILE).read_text())
+    except Exception:
+        return None
+    return float(card.threshold)
+
+
+def _threshold_of(request: Request) -> challenger_report.ThresholdOf:
+    """A version's decision threshold: from a loaded bundle when it is one, else its card."""
+    state = request.app.state
+    service: ModelService = state.model_service
+    shadow: Challenger | None = getattr(state, "challenger", None)
+    loaded = [service.bundle, shadow.service.bundle if shadow is not None else None]
+    known = {b.version: float(b.card.threshold) for b in loaded if b is not None}
+
+    def threshold(version: str) -> float | None:
+        if version in known:
+            return known[version]
+        return _registry_threshold(state.settings, version)
+
+    return threshold
+
+
+@router.get(
+    "/challenger",
+    response_model=Envelope[dict[str, Any]],
+    responses={
+        403: {
+            "model": ErrorEnvelope,
+            "description": "the key lacks the `audit` scope (or is not accepted)",
+        },
+        422: {"model": ErrorEnvelope, "description": "`from`/`to` not ISO 8601, or from >= to"},
+        503: {"model": ErrorEnvelope, "description": "the decision record is not available"},
+    },
+    dependencies=[Depends(require_scope(AUDIT))],
+    summary="Production vs challenger on the shadow-scored decisions of a time window",
+)
+async def challenger(
+    request: Request,
+    start: Annotated[
+        IsoTime | None,
+        Query(
+            alias="from", description="Inclusive; ISO 8601 (UTC if no offset); default to - 30 days"
+        ),
+    ] = None,
+    end: Annotated[
+        IsoTime | None,
+        Query(alias="to", description="Exclusive; ISO 8601 (UTC if no offset); default now"),
+    ] = None,
+) -> Response:
+    """Count, agreement rate of the 0/1 decisions (the challenger's at its own card threshold),
+    Pearson and Spearman correlation of the probabilities, and the versions involved, over the
+    decisions that carry a challenger probability. `realized` (metrics of both models on the
+    decisions whose outcomes are known) is null until outcomes are recorded."""
+    end = end or datetime.now(UTC)
+    start = start or end - DEFAULT_WINDOW
+    if start >= end:
+        raise InvalidInput("`from` must be before `to`")
+    store = decision_store(request)
+    rows = await run_in_threadpool(store.challenger_rows, start, end)
+    threshold_of = _threshold_of(request)
+    data = await run_in_threadpool(
+        lambda: challenger_report.report(rows, start=start, end=end, threshold_of=threshold_of)
+    )
+    message = f"{data['count']} shadow-scored decision(s)"
+    return JSONBytes({"success": True, "data": data, "message": message})
 
 
 @exposition_router.get(

@@ -19,6 +19,9 @@ from loan_default.services.decisions.batches import DecisionBatch
 from loan_default.services.decisions.ids import from_unix_s
 from loan_default.services.model import BatchScores
 
+#: Adds the challenger's probabilities to a chunk's decisions (given the chunk's model matrix).
+ShadowScorer = Callable[[DecisionBatch, npt.NDArray[np.float32]], DecisionBatch]
+
 if TYPE_CHECKING:  # the recorder's module imports the store, which imports batch (a cycle)
     from loan_default.services.decisions.recorder import DecisionRecorder
 
@@ -32,6 +35,7 @@ def score_chunk(
     worker_id: str | None = None,
     escape_formulas: bool = True,
     decisions: DecisionRecorder | None = None,
+    shadow: ShadowScorer | None = None,
 ) -> str:
     """Score chunk `index` of `job_id` and store its result; safe to run more than once.
 
@@ -39,6 +43,8 @@ def score_chunk(
     the chunk is still being scored). `decisions` records every row before the chunk is marked
     done, with ids derived from the job and the row: a redelivered chunk writes nothing twice,
     and under DECISION_RECORDING=required a store failure leaves the chunk to be retried.
+    `shadow` (the challenger's `score_batch`) adds the challenger's probabilities to those
+    records, from the same model matrix; it never changes the chunk's result.
     Returns what happened: `scored`, `already-done`,
     `failed-job` or `expired`.
     """
@@ -61,7 +67,10 @@ def score_chunk(
     scores = result.scores
     if decisions is not None:
         references = codec.decode_references(blobs[1]) if blobs[1] is not None else None
-        decisions.record_chunk(chunk_decisions(record, index, raw, result, reference=references))
+        batch = chunk_decisions(record, index, raw, result, reference=references)
+        if shadow is not None:
+            batch = shadow(batch, matrix)
+        decisions.record_chunk(batch)
     reasons = codec.reasons_json(result.reason_codes, result.reason_text, raw.shape[0])
     out: dict[str, bytes] = {f"out-{index}": codec.encode_scores(scores, reasons)}
     if record.kind == "file" and blobs[2] is not None:

@@ -67,6 +67,7 @@ class DecisionBatch:
     request_id: str | None = None
     challenger_version: str | None = None
     challenger_probability: FloatArray | None = None
+    """NaN for a row the challenger did not score (stored NULL)."""
 
     def __post_init__(self) -> None:
         n = len(self.rows)
@@ -136,7 +137,9 @@ class DecisionBatch:
                 risk_band=self.risk_band[i],
                 reason_codes=tuple(self.reason_codes[i]),
                 challenger_version=self.challenger_version,
-                challenger_probability=None if chall is None else float(chall[i]),
+                challenger_probability=None
+                if chall is None or chall[i] != chall[i]
+                else float(chall[i]),
             )
             for i, did in enumerate(self.decision_ids())
         ]

@@ -116,6 +116,11 @@ def rows(records: Iterable[DecisionRecord], dialect: str) -> list[Row]:
     return out
 
 
+def _nullable(values: np.ndarray) -> list[float | None]:
+    """Floats with NaN as None (NULL): a batch row the challenger did not sample."""
+    return [None if v != v else v for v in values.tolist()]
+
+
 def batch_rows(batch: DecisionBatch, dialect: str) -> list[Row]:
     """`rows` for a columnar batch, built by `zip` without a per-row object."""
     n = len(batch)
@@ -143,7 +148,7 @@ def batch_rows(batch: DecisionBatch, dialect: str) -> list[Row]:
         _plain(batch.risk_band),
         [codes[tuple(c)] for c in batch.reason_codes],
         repeat(batch.challenger_version, n),
-        chall.tolist() if chall is not None else repeat(None, n),
+        _nullable(chall) if chall is not None else repeat(None, n),
     ]
     return list(zip(*columns, strict=True))
 
@@ -207,7 +212,9 @@ def copy_batch(batch: DecisionBatch) -> pgcopy.CopyStream:
         elif per_row[name] is None:
             fields.append(pa.nulls(n, pa.binary()))
         else:
-            fields.append(pgcopy.field(pa.array(per_row[name], arrow_type), pg_type))
+            # from_pandas: NaN becomes null (a challenger probability of an unsampled row)
+            values = pa.array(per_row[name], arrow_type, from_pandas=True)
+            fields.append(pgcopy.field(values, pg_type))
     return pgcopy.stream(fields)
 
 

@@ -89,3 +89,28 @@ def select_page(
     if after is not None:
         stmt = stmt.where(t.decision_id > after)
     return stmt.order_by(t.decision_id).limit(limit)
+
+
+#: What the challenger comparison reads of each shadow-scored decision.
+CHALLENGER_COLUMNS: Final = (
+    "model_version",
+    "probability",
+    "prediction",
+    "challenger_version",
+    "challenger_probability",
+)
+
+
+def select_challenger(*, start: datetime, end: datetime) -> sa.Select[tuple[object, ...]]:
+    """The decisions of [start, end) that carry a challenger probability (their columns in
+    CHALLENGER_COLUMNS order), in time order."""
+    _aware("start", start)
+    _aware("end", end)
+    t = decisions.c
+    return (
+        sa.select(*(t[c] for c in CHALLENGER_COLUMNS))
+        .where(t.decision_id >= id_floor(start), t.decided_at >= start)
+        .where(t.decision_id < id_floor(end), t.decided_at < end)
+        .where(t.challenger_probability.is_not(None))
+        .order_by(t.decision_id)
+    )

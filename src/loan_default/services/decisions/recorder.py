@@ -45,6 +45,7 @@ class DecisionRecorder:
         self.store = store if self.mode != "off" else None
         self.store_type = store.type if store is not None else store_type
         self._opener = opener
+        self._group_hook: Callable[[list[DecisionRecord]], list[DecisionRecord]] | None = None
         self._stop = threading.Event()
         if self.store is None and opener is not None and self.mode != "off":
             threading.Thread(
@@ -74,7 +75,9 @@ class DecisionRecorder:
         assert self._opener is not None  # nosec B101 - set by the only caller
         while not self._stop.wait(REOPEN_INTERVAL_S):
             try:
-                self.store = self._opener()
+                store = self._opener()
+                store.set_group_hook(self._group_hook)
+                self.store = store
             except DecisionStoreUnavailable:
                 continue
             except Exception:
@@ -82,6 +85,15 @@ class DecisionRecorder:
                 continue
             logger.info("decision store reachable: recording resumes")
             return
+
+    def set_group_hook(
+        self, prepare: Callable[[list[DecisionRecord]], list[DecisionRecord]] | None
+    ) -> None:
+        """Have the store's writer thread run `prepare` on each group before writing it (the
+        challenger's shadow scoring), now and on a store opened later."""
+        self._group_hook = prepare
+        if self.store is not None:
+            self.store.set_group_hook(prepare)
 
     async def record_prediction(
         self,

@@ -243,6 +243,13 @@ class DecisionStore:
         page = page[:limit]
         return page, queries.encode_cursor(page[-1].decision_id)
 
+    def challenger_rows(self, start: datetime, end: datetime) -> list[tuple[Any, ...]]:
+        """The decisions of [start, end) the challenger scored, as `queries.CHALLENGER_COLUMNS`
+        tuples in time order (five columns, not whole records: a month is many rows)."""
+        stmt = queries.select_challenger(start=start, end=end)
+        with self._reading() as conn:
+            return [tuple(row) for row in conn.execute(stmt)]
+
     def iter_pages(
         self, start: datetime, end: datetime, batch_size: int = 5000
     ) -> Iterator[list[DecisionRecord]]:
@@ -333,6 +340,12 @@ class DecisionStore:
         if ok:
             w.retry_now()
         return {"type": self.type, "status": "ok" if ok else "unavailable"}
+
+    def set_group_hook(
+        self, prepare: Callable[[list[DecisionRecord]], list[DecisionRecord]] | None
+    ) -> None:
+        """Run `prepare` on each group-commit group just before it is written (writer thread)."""
+        self._writer.prepare = prepare
 
     def stats(self) -> dict[str, int]:
         """Counters of the group-commit writer (commits, records, failed_records)."""

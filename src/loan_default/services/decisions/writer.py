@@ -81,10 +81,14 @@ class GroupCommitWriter:
         maintain: Callable[[], None] | None = None,
         maintain_every_s: float = 3600.0,
         name: str = "decision-writer",
+        prepare: Callable[[list[DecisionRecord]], list[DecisionRecord]] | None = None,
     ) -> None:
         if max_batch < 1 or flush_interval_s < 0:
             raise ValueError("max_batch must be >= 1 and flush_interval_s >= 0")
         self._write = write
+        self.prepare = prepare
+        """Run on each group just before it is written, in this thread (the challenger's shadow
+        scoring); returns the records to write. If it raises, the group is written as it came."""
         self._flush_interval_s = flush_interval_s
         self._max_batch = max_batch
         self._maintain = maintain
@@ -156,9 +160,20 @@ class GroupCommitWriter:
                     stopping = True
                     break
                 batch.append(item)  # type: ignore[arg-type]
-            self._commit(batch)
+            self._commit(self._prepared(batch))
             self._maybe_maintain()
         self._drain()
+
+    def _prepared(self, batch: list[Item]) -> list[Item]:
+        prepare = self.prepare
+        if prepare is None:
+            return batch
+        try:
+            records = prepare([record for record, _ in batch])
+            return list(zip(records, (waiter for _, waiter in batch), strict=True))
+        except Exception:  # the hook must never cost a record
+            logger.exception("decision group hook failed; group written without it")
+            return batch
 
     def _drain(self) -> None:
         """Fail whatever was queued after the stop (a caller racing `close`)."""
