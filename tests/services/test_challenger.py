@@ -1,0 +1,257 @@
+"""The challenger's logic: deterministic sampling, shadow scoring of a writer group and of a
+batch chunk (with a stand-in model), failures that cost nothing, and the comparison numbers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+
+from loan_default.features import build_matrix
+from loan_default.services import challenger_report
+from loan_default.services.challenger import Challenger, sample_keys, sampled
+from loan_default.services.decisions import DecisionRecord, DecisionStore
+from loan_default.services.decisions.ids import batch_decision_ids, new_decision_id
+from loan_default.services.decisions.writer import GroupCommitWriter
+from loan_default.services.model import ModelService
+from tests.conftest import make_settings
+from tests.services.decisions.conftest import make_batch, make_record, now_ms
+
+pytestmark = pytest.mark.unit
+
+
+class FakeBundle:
+    """The two things shadow scoring uses of a bundle: `version` and the `score` kernel."""
+
+    def __init__(self, version: str, *, fail: bool = False) -> None:
+        self.version = version
+        self.fail = fail
+        self.calls: list[int] = []
+
+    def score(self, matrix: np.ndarray) -> Any:
+        if self.fail:
+            raise RuntimeError("onnx session broken")
+        self.calls.append(matrix.shape[0])
+        return SimpleNamespace(probability=self.expected(matrix))
+
+    @staticmethod
+    def expected(matrix: np.ndarray) -> np.ndarray:
+        m = matrix.astype(np.float64)
+        return 1 / (1 + np.exp(-(m[:, 3] * 3 - m[:, 0])))
+
+
+def _counter(name: str, labels: dict[str, str]) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def _challenger(
+    tmp_path: Path, *, version: str = "2", production: str = "1", rate: float = 1.0, **kw: Any
+) -> tuple[Challenger, FakeBundle]:
+    settings = make_settings(tmp_path)
+    fake = FakeBundle(version, **kw)
+    shadow = Challenger(
+        service=ModelService(settings=settings, bundle=fake),  # type: ignore[arg-type]
+        production=ModelService(settings=settings, bundle=FakeBundle(production)),  # type: ignore[arg-type]
+        rate=rate,
+    )
+    return shadow, fake
+
+
+def _raw_matrix(records: list[DecisionRecord]) -> np.ndarray:
+    return build_matrix([(r.employed, r.bank_balance, r.annual_salary) for r in records])
+
+
+# --- sampling --------------------------------------------------------------------------------
+def test_sampling_is_a_function_of_the_id_and_matches_the_rate() -> None:
+    ids = [new_decision_id() for _ in range(20_000)]
+    keys = sample_keys(ids)
+    assert ((keys >= 0) & (keys < 1)).all()
+    np.testing.assert_array_equal(keys, sample_keys(list(ids)))  # deterministic
+    for rate in (0.1, 0.5, 0.9):
+        assert abs(sampled(ids, rate).mean() - rate) < 0.015
+    assert sampled(ids, 1.0).all() and not sampled(ids, 0.0).any()
+    # the rule, spelled out: low 64 bits of the UUID times 2^64/phi, top 32 bits, over 2^32
+    low = int(ids[0].replace("-", "")[16:], 16)
+    assert keys[0] == ((low * 0x9E3779B97F4A7C15) % 2**64 >> 32) / 2**32
+
+
+def test_batch_rows_are_sampled_evenly_and_differently_per_job() -> None:
+    created = now_ms()
+    a = sampled(batch_decision_ids("job-a", created, 0, 10_000), 0.25)
+    b = sampled(batch_decision_ids("job-b", created, 0, 10_000), 0.25)
+    assert abs(a.mean() - 0.25) < 0.01 and abs(b.mean() - 0.25) < 0.01
+    assert (a != b).any()  # row numbers alone do not decide
+
+
+# --- a writer group --------------------------------------------------------------------------
+def test_score_records_fills_the_sampled_records_with_one_model_call(tmp_path: Path) -> None:
+    shadow, fake = _challenger(tmp_path, rate=0.5)
+    records = [
+        make_record(i, challenger_version=None, challenger_probability=None) for i in range(200)
+    ]
+    before = _counter("loan_challenger_scored_total", {"source": "predict"})
+    out = shadow.score_records(records)
+    chosen = sampled([r.decision_id for r in records], 0.5)
+    assert fake.calls == [int(chosen.sum())]  # vectorised: one call for the group
+    expected = FakeBundle.expected(_raw_matrix(records))
+    for i, (old, new) in enumerate(zip(records, out, strict=True)):
+        if chosen[i]:
+            assert new.challenger_version == "2"
+            assert new.challenger_probability == pytest.approx(expected[i], abs=1e-12)
+            assert new.probability == old.probability and new.prediction == old.prediction
+        else:
+            assert new is old and new.challenger_probability is None
+    after = _counter("loan_challenger_scored_total", {"source": "predict"})
+    assert after - before == chosen.sum()
+
+
+def test_no_challenger_when_it_is_production_or_it_fails(tmp_path: Path) -> None:
+    records = [
+        make_record(i, challenger_version=None, challenger_probability=None) for i in range(5)
+    ]
+    same, fake = _challenger(tmp_path, version="1", production="1")
+    assert same.bundle is None and same.score_records(records) is records and not fake.calls
+    broken, _ = _challenger(tmp_path, fail=True)
+    before = _counter("loan_challenger_errors_total", {"stage": "score"})
+    assert broken.score_records(records) is records
+    assert _counter("loan_challenger_errors_total", {"stage": "score"}) == before + 1
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_the_writer_thread_shadow_scores_each_group_before_writing(
+    tmp_path: Path, fail: bool
+) -> None:
+    """A group is written with the challenger's fields filled in, or (challenger failing)
+    without them, and every waiter is woken either way."""
+    shadow, _ = _challenger(tmp_path, fail=fail)
+    written: list[DecisionRecord] = []
+
+    def write(records: list[DecisionRecord]) -> None:
+        time.sleep(0.005)  # let groups form
+        written.extend(records)
+
+    writer = GroupCommitWriter(
+        write, flush_interval_s=0.0, max_batch=50, prepare=shadow.score_records
+    )
+    records = [
+        make_record(i, challenger_version=None, challenger_probability=None) for i in range(120)
+    ]
+    waiters: list[Future[None]] = []
+    for r in records:
+        fut: Future[None] = Future()
+        writer.submit(r, fut)
+        waiters.append(fut)
+    for fut in waiters:
+        fut.result(5)
+    writer.close()
+    assert [r.decision_id for r in written] == [r.decision_id for r in records]
+    expected = FakeBundle.expected(_raw_matrix(records))
+    if fail:
+        assert all(r.challenger_probability is None for r in written)
+    else:
+        assert writer.commits < len(records)  # grouped
+        got = np.array([r.challenger_probability for r in written])
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+        assert {r.challenger_version for r in written} == {"2"}
+
+
+def test_a_raising_hook_never_costs_a_record() -> None:
+    written: list[DecisionRecord] = []
+
+    def boom(records: list[DecisionRecord]) -> list[DecisionRecord]:
+        raise RuntimeError("bug in the hook")
+
+    writer = GroupCommitWriter(written.extend, flush_interval_s=0.0, max_batch=10, prepare=boom)
+    fut: Future[None] = Future()
+    writer.submit(make_record(1), fut)
+    fut.result(5)
+    writer.close()
+    assert len(written) == 1
+
+
+# --- a batch chunk ---------------------------------------------------------------------------
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[DecisionStore]:
+    store = DecisionStore.from_url(f"sqlite:///{tmp_path / 'd.db'}", record_timeout_s=5)
+    yield store
+    store.close()
+
+
+def test_score_batch_records_the_challenger_on_sampled_rows(
+    tmp_path: Path, sqlite_store: DecisionStore
+) -> None:
+    shadow, fake = _challenger(tmp_path, rate=0.5)
+    batch = make_batch("job-1", now_ms(), 0, 300)
+    scored = shadow.score_batch(batch)
+    mask = sampled(batch.decision_ids(), 0.5)
+    assert fake.calls == [int(mask.sum())]
+    raw = np.column_stack((batch.employed, batch.bank_balance, batch.annual_salary))
+    expected = FakeBundle.expected(build_matrix(raw))
+    assert scored.challenger_version == "2"
+    np.testing.assert_allclose(scored.challenger_probability[mask], expected[mask], atol=1e-12)
+    assert np.isnan(scored.challenger_probability[~mask]).all()
+    # stored: NULL where not sampled, the probability where sampled
+    assert sqlite_store.record_batch(scored) == 300
+    for rec, want, m in zip(scored.records(), expected, mask, strict=True):
+        got = sqlite_store.get(rec.decision_id)
+        assert got is not None
+        if m:
+            assert got.challenger_probability == pytest.approx(want, abs=1e-12)
+        else:
+            assert got.challenger_probability is None
+
+
+# --- the comparison --------------------------------------------------------------------------
+def test_report_equals_numpy_on_the_stored_rows(
+    tmp_path: Path, sqlite_store: DecisionStore
+) -> None:
+    rng = np.random.default_rng(7)
+    start = now_ms() - timedelta(seconds=10)
+    n = 500
+    prod = rng.uniform(0, 1, n)
+    chall = np.clip(prod + rng.normal(0, 0.2, n), 0, 1).round(2)  # ties, for Spearman
+    records = [
+        make_record(
+            i,
+            at=start + timedelta(milliseconds=i),
+            model_version="1",
+            probability=float(prod[i]),
+            prediction=int(prod[i] >= 0.4),
+            challenger_version="2" if i % 2 else "3",
+            challenger_probability=float(chall[i]) if i % 10 else None,
+        )
+        for i in range(n)
+    ]
+    sqlite_store.record_many(records)
+    rows = sqlite_store.challenger_rows(start, start + timedelta(seconds=1))
+    thresholds = {"2": 0.5, "3": 0.3}
+    data = challenger_report.report(
+        rows, start=start, end=start + timedelta(seconds=1), threshold_of=thresholds.get
+    )
+    keep = np.arange(n) % 10 != 0
+    p, c = prod[keep], chall[keep]
+    cut = np.where(np.arange(n)[keep] % 2 == 1, 0.5, 0.3)
+    assert data["count"] == keep.sum()
+    assert data["production_versions"] == ["1"] and data["challenger_versions"] == ["2", "3"]
+    assert data["agreement_rate"] == pytest.approx(((c >= cut) == (p >= 0.4)).mean(), abs=1e-12)
+    assert data["pearson"] == pytest.approx(np.corrcoef(p, c)[0, 1], abs=1e-12)
+    from scipy.stats import spearmanr  # type: ignore[import-untyped]  # test-only cross-check
+
+    assert data["spearman"] == pytest.approx(spearmanr(p, c).statistic, abs=1e-12)
+    assert data["realized"] is None
+
+
+def test_report_of_nothing_is_empty_not_an_error() -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    data = challenger_report.report(
+        [], start=at, end=at + timedelta(days=1), threshold_of=lambda v: None
+    )
+    assert data["count"] == 0 and data["agreement_rate"] is None and data["pearson"] is None
