@@ -77,7 +77,8 @@ def test_sampling_is_a_function_of_the_id_and_matches_the_rate() -> None:
     np.testing.assert_array_equal(keys, sample_keys(list(ids)))  # deterministic
     for rate in (0.1, 0.5, 0.9):
         assert abs(sampled(ids, rate).mean() - rate) < 0.015
-    assert sampled(ids, 1.0).all() and not sampled(ids, 0.0).any()
+    assert sampled(ids, 1.0).all()
+    assert not sampled(ids, 0.0).any()
     # the rule, spelled out: low 64 bits of the UUID times 2^64/phi, top 32 bits, over 2^32
     low = int(ids[0].replace("-", "")[16:], 16)
     assert keys[0] == ((low * 0x9E3779B97F4A7C15) % 2**64 >> 32) / 2**32
@@ -87,7 +88,8 @@ def test_batch_rows_are_sampled_evenly_and_differently_per_job() -> None:
     created = now_ms()
     a = sampled(batch_decision_ids("job-a", created, 0, 10_000), 0.25)
     b = sampled(batch_decision_ids("job-b", created, 0, 10_000), 0.25)
-    assert abs(a.mean() - 0.25) < 0.01 and abs(b.mean() - 0.25) < 0.01
+    assert abs(a.mean() - 0.25) < 0.01
+    assert abs(b.mean() - 0.25) < 0.01
     assert (a != b).any()  # row numbers alone do not decide
 
 
@@ -106,9 +108,11 @@ def test_score_records_fills_the_sampled_records_with_one_model_call(tmp_path: P
         if chosen[i]:
             assert new.challenger_version == "2"
             assert new.challenger_probability == pytest.approx(expected[i], abs=1e-12)
-            assert new.probability == old.probability and new.prediction == old.prediction
+            assert new.probability == old.probability
+            assert new.prediction == old.prediction
         else:
-            assert new is old and new.challenger_probability is None
+            assert new is old
+            assert new.challenger_probability is None
     after = _counter("loan_challenger_scored_total", {"source": "predict"})
     assert after - before == chosen.sum()
 
@@ -118,7 +122,9 @@ def test_no_challenger_when_it_is_production_or_it_fails(tmp_path: Path) -> None
         make_record(i, challenger_version=None, challenger_probability=None) for i in range(5)
     ]
     same, fake = _challenger(tmp_path, version="1", production="1")
-    assert same.bundle is None and same.score_records(records) is records and not fake.calls
+    assert same.bundle is None
+    assert same.score_records(records) is records
+    assert not fake.calls
     broken, _ = _challenger(tmp_path, fail=True)
     before = _counter("loan_challenger_errors_total", {"stage": "score"})
     assert broken.score_records(records) is records
@@ -240,7 +246,8 @@ def test_report_equals_numpy_on_the_stored_rows(
     p, c = prod[keep], chall[keep]
     cut = np.where(np.arange(n)[keep] % 2 == 1, 0.5, 0.3)
     assert data["count"] == keep.sum()
-    assert data["production_versions"] == ["1"] and data["challenger_versions"] == ["2", "3"]
+    assert data["production_versions"] == ["1"]
+    assert data["challenger_versions"] == ["2", "3"]
     assert data["agreement_rate"] == pytest.approx(((c >= cut) == (p >= 0.4)).mean(), abs=1e-12)
     assert data["pearson"] == pytest.approx(np.corrcoef(p, c)[0, 1], abs=1e-12)
     from scipy.stats import spearmanr  # type: ignore[import-untyped]  # test-only cross-check
@@ -254,4 +261,6 @@ def test_report_of_nothing_is_empty_not_an_error() -> None:
     data = challenger_report.report(
         [], start=at, end=at + timedelta(days=1), threshold_of=lambda v: None
     )
-    assert data["count"] == 0 and data["agreement_rate"] is None and data["pearson"] is None
+    assert data["count"] == 0
+    assert data["agreement_rate"] is None
+    assert data["pearson"] is None
