@@ -15,6 +15,7 @@ from loan_default.core.clock import utc_iso
 from loan_default.core.config import Settings
 from loan_default.core.errors import InvalidInput, NotFound, ServiceUnavailable
 from loan_default.services import batch as bs
+from loan_default.services.challenger import Challenger, sampled
 from loan_default.services.decisions import DecisionStore, batch_decision_ids
 from loan_default.services.decisions.ids import from_unix_s
 from loan_default.services.decisions.recorder import DecisionRecorder
@@ -42,8 +43,10 @@ class InlineDispatcher:
         *,
         repeat: int = 1,
         decisions: DecisionRecorder | None = None,
+        shadow: Challenger | None = None,
     ) -> None:
         self.store, self.model, self.repeat, self.decisions = store, model, repeat, decisions
+        self.shadow = shadow
         self.sent: list[tuple[str, int]] = []
 
     def dispatch(self, job_id: str, n_chunks: int) -> None:
@@ -56,6 +59,7 @@ class InlineDispatcher:
                     index=i,
                     predict=self.model.predict_matrix,
                     decisions=self.decisions,
+                    shadow=self.shadow.score_batch if self.shadow is not None else None,
                 )
 
 
@@ -548,4 +552,56 @@ def test_references_reach_the_decision_record_from_json_items_and_csv_columns(
     assert by_job[file_job.job_id] == expected
     found, _ = decisions.store.query(reference="APP-1")
     assert [(r.job_id, r.row) for r in found] == [(json_job.job_id, 1)]
+    decisions.close()
+
+
+class _Renamed:
+    """The served model under another version number: a challenger that is not production."""
+
+    def __init__(self, bundle: Any, version: str) -> None:
+        self.bundle, self.version = bundle, version
+
+    def score(self, matrix: np.ndarray) -> Any:
+        return self.bundle.score(matrix)
+
+
+@pytest.mark.parametrize("rate", [1.0, 0.3])
+def test_batch_rows_record_the_challengers_probability(
+    store: bs.RedisJobStore,
+    model: ModelService,
+    bundle: Any,
+    trained_store: Path,
+    tmp_path: Path,
+    rate: float,
+) -> None:
+    """The worker scores the chunk with the challenger too: each sampled row's record carries
+    the challenger's version and its probability for that row; the results are production's."""
+    decisions = DecisionRecorder(
+        DecisionStore.from_url(f"sqlite:///{tmp_path / 'decisions.db'}"), "required"
+    )
+    settings = make_settings(trained_store)
+    shadow = Challenger(
+        service=ModelService(settings=settings, bundle=_Renamed(bundle, "7")),  # type: ignore[arg-type]
+        production=model,
+        rate=rate,
+    )
+    svc, dispatcher = _service(store, model, trained_store, batch_chunk_size=100)
+    dispatcher.decisions, dispatcher.shadow = decisions, shadow
+    raw = _rows(250, seed=5)
+    sub = svc.submit_rows(owner=OWNER, raw=raw)
+    assert decisions.store is not None
+    records, _ = decisions.store.query(limit=1000)
+    assert len(records) == 250
+    chosen = sampled([r.decision_id for r in records], rate)
+    expected = bundle.score_raw(raw).probability
+    for r, want, is_sampled in zip(records, expected.tolist(), chosen, strict=True):
+        assert r.probability == want  # production's answer, untouched
+        if is_sampled:
+            assert r.challenger_version == "7"
+            assert r.challenger_probability == want
+        else:
+            assert r.challenger_probability is None
+    assert chosen.all() if rate == 1.0 else 0 < chosen.sum() < 250
+    items = svc.status(sub.job_id, owner=OWNER, limit=1000)["results"]
+    assert [i["probability"] for i in items] == expected.tolist()
     decisions.close()
