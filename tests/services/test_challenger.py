@@ -29,7 +29,10 @@ pytestmark = pytest.mark.unit
 
 
 class FakeBundle:
-    """The two things shadow scoring uses of a bundle: `version` and the `score` kernel."""
+    """What shadow scoring uses of a bundle: `version` and the `score` kernel (and the name and
+    alias the swap log names)."""
+
+    name, alias = "loan-default", "challenger"
 
     def __init__(self, version: str, *, fail: bool = False) -> None:
         self.version = version
@@ -264,3 +267,54 @@ def test_report_of_nothing_is_empty_not_an_error() -> None:
     assert data["count"] == 0
     assert data["agreement_rate"] is None
     assert data["pearson"] is None
+
+
+# --- following the alias ---------------------------------------------------------------------
+def test_an_optional_alias_is_followed_refused_and_dropped(tmp_path: Path) -> None:
+    """Moving the alias swaps the challenger; a version that fails to load is reported (the
+    metric's hook) and the loaded one stays; removing the alias unloads it."""
+    alias: dict[str, str | None] = {"to": "2"}
+    errors: list[str] = []
+
+    def load(version: str) -> Any:
+        if version == "3":
+            raise RuntimeError("corrupt artifact")
+        return FakeBundle(version)
+
+    service = ModelService(
+        settings=make_settings(tmp_path),
+        resolve_alias=lambda: alias["to"],
+        load_version=load,
+        optional=True,
+        on_error=errors.append,
+    )
+    assert service.check_for_update()
+    assert service.bundle is not None
+    assert service.bundle.version == "2"
+    alias["to"] = "3"
+    assert not service.check_for_update()
+    assert service.bundle.version == "2"
+    assert errors == ["model_version_refused"]
+    alias["to"] = None
+    service.check_for_update()
+    assert service.bundle is None
+
+
+def test_load_failures_of_the_challenger_count_in_the_metric(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, challenger_alias="challenger")
+    production = ModelService(settings=settings, bundle=FakeBundle("1"))  # type: ignore[arg-type]
+    shadow = Challenger.from_registry(settings, production=production)
+    assert shadow is not None
+    assert (
+        Challenger.from_registry(
+            make_settings(tmp_path, challenger_alias=""), production=production
+        )
+        is None
+    )
+    shadow.service._resolve_alias = lambda: "5"  # the registry's answer
+    shadow.service._load_version = lambda v: (_ for _ in ()).throw(RuntimeError("no artifact"))
+    before = _counter("loan_challenger_errors_total", {"stage": "load"})
+    shadow.service.check_for_update()
+    assert _counter("loan_challenger_errors_total", {"stage": "load"}) == before + 1
+    assert shadow.bundle is None
+    assert production.bundle is not None

@@ -168,9 +168,10 @@ class ModelService:
         old = self._bundle
         self._bundle = bundle
         logger.info(
-            "serving model {} v{} (was {})",
+            "serving model {} v{}@{} (was {})",
             bundle.name,
             bundle.version,
+            bundle.alias,
             f"v{old.version}" if old else "none",
         )
         for listener in self._listeners:
