@@ -27,7 +27,7 @@ from loan_default.features import build_matrix
 from loan_default.model.bundle import ModelBundle
 from loan_default.services import metrics
 from loan_default.services.decisions.batches import DecisionBatch
-from loan_default.services.decisions.records import DecisionRecord
+from loan_default.services.decisions.records import DecisionRecord, set_challenger
 from loan_default.services.model import ModelService
 
 #: Fibonacci hashing (2^64 / golden ratio): the low 64 bits of an id times this, top 32 bits.
@@ -101,8 +101,9 @@ class Challenger:
 
     # --- the writer thread's hook --------------------------------------------------------
     def score_records(self, records: list[DecisionRecord]) -> list[DecisionRecord]:
-        """`records` with the challenger's version and probability on the sampled ones (one
-        model call for all of them); on any failure, `records` unchanged. Never raises."""
+        """`records`, the sampled ones given the challenger's version and probability (one
+        model call for all of them; in place, see `set_challenger`); on any failure, unchanged.
+        Never raises."""
         bundle = self.bundle
         if bundle is None or self.rate <= 0.0:
             return records
@@ -118,17 +119,15 @@ class Challenger:
                 dtype=np.float64,
             )
             probability = bundle.score(build_matrix(raw)).probability.tolist()
-            out = list(records)
-            for i, p in zip(chosen.tolist(), probability, strict=True):
-                out[i] = dataclasses.replace(
-                    records[i], challenger_version=bundle.version, challenger_probability=p
-                )
         except Exception:
             metrics.CHALLENGER_ERRORS.labels("score").inc()
             logger.exception("challenger v{} failed; group recorded without it", bundle.version)
             return records
+        version = bundle.version
+        for i, p in zip(chosen.tolist(), probability, strict=True):
+            set_challenger(records[i], version, p)  # the writer alone holds them (see there)
         metrics.CHALLENGER_SCORED.labels("predict").inc(len(chosen))
-        return out
+        return records
 
     # --- the batch worker's ----------------------------------------------------------------
     def score_batch(

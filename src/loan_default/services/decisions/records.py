@@ -100,6 +100,20 @@ class DecisionRecord:
         return cls(**values)
 
 
+def set_challenger(record: DecisionRecord, version: str, probability: float) -> None:
+    """Fill the challenger's two fields of a record no one else holds any more.
+
+    The one write after construction, and only by the group-commit writer thread on records
+    submitted to it (their callers wait on a future, never on the record). In place rather than
+    `dataclasses.replace`: the copy re-runs `__post_init__`, 6 us a record, which was 4/5 of
+    shadow scoring a group of 16 (168 us; 50 us in place, most of it the one ONNX call).
+    """
+    if not version:
+        raise ValueError("challenger_version must not be empty")
+    object.__setattr__(record, "challenger_version", version)
+    object.__setattr__(record, "challenger_probability", probability)
+
+
 #: Text fields that must say something, and optional ones where "" means absent (stored NULL):
 #: "no alias" has one representation, so a query for it has one form.
 _REQUIRED_TEXT: Final = ("key_id", "model_name", "model_version", "risk_band")
