@@ -199,3 +199,28 @@ class DriftData(BaseModel):
     sampling_rate: float
     reference_model_version: str | None
     computed_at: str = Field(description="ISO 8601 UTC time the PSI was computed.")
+
+
+class ChallengerData(BaseModel):
+    """Production vs the shadow challenger on the decisions of [from, to) that it scored."""
+
+    from_: str = Field(alias="from", description="Inclusive window start, ISO 8601 UTC.")
+    to: str = Field(description="Exclusive window end, ISO 8601 UTC.")
+    count: int = Field(description="Decisions in the window carrying a challenger probability.")
+    production_versions: list[str]
+    challenger_versions: list[str]
+    challenger_thresholds: dict[str, float | None] = Field(
+        description="Each challenger version's card threshold (null: its card is unavailable)."
+    )
+    agreement_count: int = Field(description="Rows whose challenger threshold is known.")
+    agreement_rate: float | None = Field(
+        description="Share of those rows where the challenger's 0/1 decision at its own "
+        "threshold equals production's answered one; null without rows."
+    )
+    pearson: float | None = Field(description="Pearson r of the probabilities (null if undefined).")
+    spearman: float | None = Field(description="Spearman rho of the probabilities (average ranks).")
+    realized: dict[str, Any] | None = Field(
+        default=None,
+        description="Outcome-based metrics of both models on these decisions; null until "
+        "outcomes are recorded.",
+    )

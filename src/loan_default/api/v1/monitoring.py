@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import PlainTextResponse, Response
 
 from loan_default.api.deps import DriftMonitorDep, require_scope
-from loan_default.api.schemas import DriftData, Envelope, ErrorEnvelope, JSONBytes
+from loan_default.api.schemas import ChallengerData, DriftData, Envelope, ErrorEnvelope, JSONBytes
 from loan_default.api.v1.decisions import IsoTime, decision_store
 from loan_default.core.config import Settings
 from loan_default.core.errors import InvalidInput
@@ -80,7 +80,7 @@ def _threshold_of(request: Request) -> challenger_report.ThresholdOf:
 
 @router.get(
     "/challenger",
-    response_model=Envelope[dict[str, Any]],
+    response_model=Envelope[ChallengerData],
     responses={
         403: {
             "model": ErrorEnvelope,
