@@ -23,7 +23,13 @@ from loan_default.services.decisions.ids import batch_decision_ids, new_decision
 from loan_default.services.decisions.writer import GroupCommitWriter
 from loan_default.services.model import ModelService
 from tests.conftest import make_settings
-from tests.services.decisions.conftest import make_batch, make_record, now_ms
+from tests.services.decisions.conftest import (  # noqa: F401 - fixtures
+    make_batch,
+    make_record,
+    now_ms,
+    pg_database,
+    store_url,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -195,8 +201,15 @@ def sqlite_store(tmp_path: Path) -> Iterator[DecisionStore]:
 
 
 def test_score_batch_records_the_challenger_on_sampled_rows(
-    tmp_path: Path, sqlite_store: DecisionStore
+    tmp_path: Path,
+    store_url: str,  # noqa: F811 - the fixture imported above
 ) -> None:
+    """On both stores (SQLite's executemany, PostgreSQL's binary COPY)."""
+    with DecisionStore.from_url(store_url, record_timeout_s=5) as store:
+        _score_batch_records(tmp_path, store)
+
+
+def _score_batch_records(tmp_path: Path, store: DecisionStore) -> None:
     shadow, fake = _challenger(tmp_path, rate=0.5)
     batch = make_batch("job-1", now_ms(), 0, 300)
     scored = shadow.score_batch(batch)
@@ -208,14 +221,16 @@ def test_score_batch_records_the_challenger_on_sampled_rows(
     np.testing.assert_allclose(scored.challenger_probability[mask], expected[mask], atol=1e-12)
     assert np.isnan(scored.challenger_probability[~mask]).all()
     # stored: NULL where not sampled, the probability where sampled
-    assert sqlite_store.record_batch(scored) == 300
+    assert store.record_batch(scored) == 300
     for rec, want, m in zip(scored.records(), expected, mask, strict=True):
-        got = sqlite_store.get(rec.decision_id)
-        assert got is not None
+        got = store.get(rec.decision_id)
+        assert got == rec
         if m:
             assert got.challenger_probability == pytest.approx(want, abs=1e-12)
+            assert got.challenger_version == "2"
         else:
             assert got.challenger_probability is None
+            assert got.challenger_version is None
 
 
 # --- the comparison --------------------------------------------------------------------------

@@ -67,7 +67,7 @@ class DecisionBatch:
     request_id: str | None = None
     challenger_version: str | None = None
     challenger_probability: FloatArray | None = None
-    """NaN for a row the challenger did not score (stored NULL)."""
+    """NaN for a row the challenger did not score (stored NULL, with a NULL version)."""
 
     def __post_init__(self) -> None:
         n = len(self.rows)
@@ -114,6 +114,7 @@ class DecisionBatch:
         """The same decisions as records (tests, and stores without a columnar path)."""
         refs = self.references or [None] * len(self)
         chall = self.challenger_probability
+        unsampled = [True] * len(self) if chall is None else np.isnan(chall).tolist()
         return [
             DecisionRecord(
                 decision_id=did,
@@ -136,10 +137,8 @@ class DecisionBatch:
                 prediction=int(self.prediction[i]),
                 risk_band=self.risk_band[i],
                 reason_codes=tuple(self.reason_codes[i]),
-                challenger_version=self.challenger_version,
-                challenger_probability=None
-                if chall is None or chall[i] != chall[i]
-                else float(chall[i]),
+                challenger_version=None if unsampled[i] else self.challenger_version,
+                challenger_probability=None if unsampled[i] else float(chall[i]),  # type: ignore[index]
             )
             for i, did in enumerate(self.decision_ids())
         ]

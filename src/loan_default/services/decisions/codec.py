@@ -121,6 +121,18 @@ def _nullable(values: np.ndarray) -> list[float | None]:
     return [None if v != v else v for v in values.tolist()]
 
 
+def _challenger_versions(batch: DecisionBatch) -> list[str | None] | None:
+    """Per-row challenger versions when some rows were not sampled (NaN probability: no
+    version either, as for a single prediction), else None (the chunk shares one value)."""
+    chall = batch.challenger_probability
+    if chall is None or batch.challenger_version is None:
+        return None
+    unsampled = np.isnan(chall)
+    if not unsampled.any():
+        return None
+    return [None if u else batch.challenger_version for u in unsampled.tolist()]
+
+
 def batch_rows(batch: DecisionBatch, dialect: str) -> list[Row]:
     """`rows` for a columnar batch, built by `zip` without a per-row object."""
     n = len(batch)
@@ -147,7 +159,7 @@ def batch_rows(batch: DecisionBatch, dialect: str) -> list[Row]:
         batch.prediction.tolist(),
         _plain(batch.risk_band),
         [codes[tuple(c)] for c in batch.reason_codes],
-        repeat(batch.challenger_version, n),
+        _challenger_versions(batch) or repeat(batch.challenger_version, n),
         _nullable(chall) if chall is not None else repeat(None, n),
     ]
     return list(zip(*columns, strict=True))
@@ -193,6 +205,9 @@ def copy_batch(batch: DecisionBatch) -> pgcopy.CopyStream:
         "reason_codes": [codes[tuple(c)] for c in batch.reason_codes],
         "challenger_probability": batch.challenger_probability,
     }
+    versions = _challenger_versions(batch)
+    if versions is not None:
+        per_row["challenger_version"] = versions
     shared: dict[str, Any] = {
         "decided_at": batch.created_at,
         "request_id": batch.request_id,
@@ -203,8 +218,9 @@ def copy_batch(batch: DecisionBatch) -> pgcopy.CopyStream:
         "model_version": batch.model_version,
         "model_alias": batch.model_alias,
         "threshold": float(batch.threshold),
-        "challenger_version": batch.challenger_version,
     }
+    if versions is None:
+        shared["challenger_version"] = batch.challenger_version
     fields = [pgcopy.uuid_fields(ids)]
     for name, (arrow_type, pg_type) in zip(COLUMNS[1:], _TYPES[1:], strict=True):
         if name in shared:
