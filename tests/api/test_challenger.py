@@ -68,7 +68,12 @@ def apps(
     with ExitStack() as stack:
         clients = []
         for name, alias in (("with", "challenger"), ("without", "")):
-            settings = _settings(store, store / f"decisions-{name}.db", challenger_alias=alias)
+            settings = _settings(
+                store,
+                store / f"decisions-{name}.db",
+                challenger_alias=alias,
+                model_reload_interval_s=0.2,
+            )
             app = create_app(settings, dispatcher=RecordingDispatcher())
             client = stack.enter_context(TestClient(app, raise_server_exceptions=False))
             _wait(client, lambda c=client: c.get("/readyz").status_code == 200)
@@ -76,6 +81,7 @@ def apps(
         shadow = clients[0].app.state.challenger  # type: ignore[attr-defined]
         _wait(clients[0], lambda: shadow.bundle is not None)
         assert clients[1].app.state.challenger is None  # type: ignore[attr-defined]
+        clients[0].app.state.registry = registry  # type: ignore[attr-defined]  # for the last test
         yield clients[0], clients[1]
 
 
@@ -164,3 +170,31 @@ def test_monitoring_route_scope_and_bad_times(apps: tuple[TestClient, TestClient
     empty = without.get(ROUTE, headers=_headers(AUDITOR))
     assert empty.status_code == 200
     assert empty.json()["data"]["count"] == 0
+
+
+def _recorded_challenger(client: TestClient) -> str | None:
+    """Predict until a decision is sampled (or 50 tries); its record's challenger version."""
+    for body in _bodies(50):
+        did = client.post(PREDICT, json=body, headers=_headers()).json()["data"]["decision_id"]
+        if sampled([did], RATE)[0]:
+            rec = client.get(f"/api/v1/decisions/{did}", headers=_headers(AUDITOR)).json()
+            return rec["data"]["challenger_version"]  # type: ignore[no-any-return]
+    raise AssertionError("no decision sampled")
+
+
+def test_moving_the_alias_swaps_the_challenger_and_removing_it_stops_shadowing(
+    apps: tuple[TestClient, TestClient],
+) -> None:
+    """Last in the module: it moves the alias the other tests read."""
+    with_c, _ = apps
+    state = with_c.app.state  # type: ignore[attr-defined]
+    registry: Registry = state.registry
+    v1 = registry.client.get_model_version(registry.name, "1")
+    v3 = registry.client.create_model_version(registry.name, v1.source, run_id=v1.run_id)
+    registry.client.set_registered_model_alias(registry.name, "challenger", str(v3.version))
+    _wait(with_c, lambda: getattr(state.challenger.bundle, "version", None) == str(v3.version))
+    assert _recorded_challenger(with_c) == str(v3.version)
+    registry.client.delete_registered_model_alias(registry.name, "challenger")
+    _wait(with_c, lambda: state.challenger.service.bundle is None)
+    assert _recorded_challenger(with_c) is None
+    assert state.model_service.bundle.version == "1"  # production untouched throughout
