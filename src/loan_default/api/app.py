@@ -87,6 +87,12 @@ def create_app(
             DecisionRecorder.from_settings, settings
         )
         service.start_background_reload()
+        if not service.ready:
+            # Each uvicorn worker loads its own model. Without this wait a pod with two workers
+            # turned ready when one had loaded, and requests routed to the other got 503
+            # `model_not_ready` (seen in the Kubernetes container test). Bounded: with the
+            # registry down the worker serves 503 with a reason and keeps retrying.
+            await run_in_threadpool(service.first_attempt.wait, settings.model_startup_wait_s)
         drift.start()
         logger.info(
             "API up: model {}@{}, rate limit {}/min ({}), {} worker pid {}",

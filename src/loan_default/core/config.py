@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     model_reload_interval_s: float = Field(default=30.0, gt=0)
     model_load_retry_max_s: float = Field(default=30.0, gt=0)
     """Upper bound of the exponential back-off while no model could be loaded."""
+    model_startup_wait_s: float = Field(default=30.0, ge=0)
+    """How long a starting API worker waits for its first model load before it accepts
+    requests (so no worker of a ready pod answers `model_not_ready`); past it, it serves 503
+    with a reason and keeps retrying in the background."""
 
     # --- training ---------------------------------------------------------------------------
     data_path: str = "training/Default_Fin.csv"
