@@ -94,6 +94,7 @@ class OutcomeItem(BaseModel):
         description="The decision's id (as answered by predict or batch). Exactly one of "
         "decision_id and reference.",
         examples=["01a21cec-5a3e-7b1c-8d2e-3f4a5b6c7d8e"],
+        json_schema_extra={"pattern": outcome_input.ID_PATTERN},
     )
     reference: str | None = Field(
         default=None,
@@ -235,11 +236,29 @@ def _record_json(store: DecisionStore, body: bytes, settings: Settings, key_id: 
     return _answer(store.record_outcomes(_parse_items(body, settings), key_id=key_id))
 
 
-#: The handler parses the body itself; its schema is given to OpenAPI here.
+#: The handler parses the body itself, so its schema is given to OpenAPI here, inlined (pydantic's
+#: `$defs` refs would not resolve from the document root; see batch_docs.SUBMIT_OPENAPI).
 JSON_OPENAPI: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": OutcomesRequest.model_json_schema()}},
+        "content": {
+            "application/json": {
+                "schema": {
+                    "title": "OutcomesRequest",
+                    "type": "object",
+                    "required": ["outcomes"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "outcomes": {
+                            "type": "array",
+                            "minItems": 1,
+                            "description": "1 to OUTCOMES_MAX_ITEMS outcomes.",
+                            "items": OutcomeItem.model_json_schema(),
+                        }
+                    },
+                }
+            }
+        },
     }
 }
 

@@ -32,7 +32,8 @@ DECISION_ID: Final = "decision_id"
 DEFAULTED: Final = "defaulted"
 OBSERVED_AT: Final = "observed_at"
 COLUMNS: Final = (DECISION_ID, REFERENCE, DEFAULTED, OBSERVED_AT)
-_ID_RE: Final = (
+#: A decision id as clients may send it: a version 7 or 8 UUID, hyphenated, in any case.
+ID_PATTERN: Final = (
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[78][0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$"
 )
 _US: Final = datetime.resolution
@@ -184,7 +185,7 @@ def parse_outcomes_csv(
     )
     checks: list[tuple[npt.NDArray[np.bool_], str, str]] = [
         (
-            ~_mask(pc.match_substring_regex(ids, _ID_RE)) & _mask(pc.is_valid(ids)),
+            ~_mask(pc.match_substring_regex(ids, ID_PATTERN)) & _mask(pc.is_valid(ids)),
             DECISION_ID,
             ID_REASON,
         ),
