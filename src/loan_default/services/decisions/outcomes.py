@@ -298,8 +298,12 @@ def _record_sqlite(engine: Engine, staged: pa.Table, params: dict[str, str]) -> 
             assert raw is not None  # nosec B101 - type narrowing for mypy on an invariant
             cur = raw.cursor()
             try:
+                # one transaction of the temporary database alone (no lock on the store);
+                # in autocommit each row would be a transaction of its own
+                cur.execute("BEGIN")
                 for start in range(0, len(stage_rows), CHUNK):
                     cur.executemany(insert_stage, stage_rows[start : start + CHUNK])
+                cur.execute("COMMIT")
             finally:
                 cur.close()
             total, known, unknown = _resolve(conn)
