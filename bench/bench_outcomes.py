@@ -9,7 +9,8 @@ upload takes once parsed), by decision id; then the same upload again (every ite
 then `--reference-rows` outcomes by `reference` on a fresh store (each resolves to the latest
 decision with that reference). Rows/s is items over the wall time of the call, which includes
 staging, the look-ups, the insert and the conflict join. The columns are built before the
-clock starts. Also the read side: `outcomes_joined` over all of them, rows/s.
+clock starts. Also the read side: `outcomes_joined` over all of them, rows/s; and first, once,
+the parse of a `--rows`-row CSV upload (`parse_outcomes_csv`), which the file route adds.
 
 PostgreSQL runs in a fresh database `dec_bench_<hex>` (dropped afterwards); it is skipped when
 nothing answers at `--pg-url`. SQLite runs in a temp directory with synchronous=FULL.
@@ -27,6 +28,7 @@ import numpy as np
 from bench_decision_store import columnar, pg_database
 
 from loan_default.services.decisions import DecisionStore, batch_decision_ids
+from loan_default.services.decisions.outcome_input import parse_outcomes_csv
 from loan_default.services.decisions.outcomes import OutcomeColumns
 
 CHUNK = 100_000
@@ -101,6 +103,19 @@ def run(name: str, url_for: str, rows: int, reference_rows: int) -> None:
         store.close()
 
 
+def parse_csv(rows: int) -> None:
+    """The upload's parse alone: a `rows`-row CSV by id through Arrow and the checks."""
+    created = datetime(2026, 5, 12, 9, 30, tzinfo=UTC)
+    ids = batch_decision_ids("bench-outcomes", created, 0, rows)
+    body = "decision_id,defaulted,observed_at\n" + "".join(
+        f"{d},{i % 2},2026-06-30T12:00:00Z\n" for i, d in enumerate(ids)
+    )
+    data = body.encode()
+    print(f"CSV parse ({len(data) / 1e6:.0f} MB):")
+    parsed = timed("parse_outcomes_csv", rows, lambda: parse_outcomes_csv(data, max_rows=rows))
+    assert len(parsed) == rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -108,6 +123,7 @@ def main() -> None:
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--only", choices=["sqlite", "postgresql"])
     args = parser.parse_args()
+    parse_csv(args.rows)
     if args.only != "postgresql":
         with tempfile.TemporaryDirectory() as tmp:
             run(

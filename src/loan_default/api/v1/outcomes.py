@@ -296,6 +296,7 @@ def _record_file(
     columns = outcome_input.parse_outcomes_csv(
         fh,
         max_rows=settings.outcomes_file_max_rows,
+        max_columns=settings.batch_csv_max_columns,
         max_header_bytes=settings.batch_csv_max_header_bytes,
         max_errors=settings.batch_max_reported_errors,
     )
