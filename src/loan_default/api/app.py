@@ -25,6 +25,7 @@ from loan_default.api.ratelimit import RateLimiter
 from loan_default.api.schemas import ErrorEnvelope, JSONBytes
 from loan_default.api.v1 import batch, health, model, monitoring, predict
 from loan_default.api.v1 import decisions as decision_routes
+from loan_default.api.v1 import outcomes as outcome_routes
 from loan_default.core.config import Settings, get_settings
 from loan_default.core.logging import AccessLog, configure_logging
 from loan_default.model.bundle import ModelBundle
@@ -148,7 +149,13 @@ def create_app(
     # Each other v1 router is mounted directly (one routing level less than a /api/v1 parent
     # router, ~25 us a request); every route under /api/v1 requires a key and counts against
     # the limit.
-    for router in (batch.router, decision_routes.router, model.router, monitoring.router):
+    for router in (
+        batch.router,
+        decision_routes.router,
+        outcome_routes.router,
+        model.router,
+        monitoring.router,
+    ):
         app.include_router(
             router, prefix=API_PREFIX, dependencies=[Depends(authorize)], responses=AUTH_ERRORS
         )
@@ -168,7 +175,10 @@ def create_app(
     app.add_middleware(
         RequestMiddleware,
         max_body_bytes=settings.max_body_bytes,
-        body_limits=batch.body_limits(settings, prefix=API_PREFIX),
+        body_limits={
+            **batch.body_limits(settings, prefix=API_PREFIX),
+            **outcome_routes.body_limits(settings, prefix=API_PREFIX),
+        },
         body_read_timeout_s=settings.body_read_timeout_s,
         body_min_rate_bytes_s=settings.body_min_rate_bytes_s,
         access_log=AccessLog(settings),

@@ -41,8 +41,8 @@ class Settings(BaseSettings):
     # --- auth -------------------------------------------------------------------------------
     api_keys: str = EXAMPLE_API_KEY
     """Comma-separated accepted keys, each with optional scopes after its last `:`
-    (`key1,key2:score+audit`; scopes `score`, `audit`, `admin`; none given: `score`). Several
-    keys so one can be rotated without downtime."""
+    (`key1,key2:score+audit`; scopes `score`, `audit`, `outcomes`, `admin`; none given:
+    `score`). Several keys so one can be rotated without downtime."""
     api_key: str | None = None
     """A single extra accepted key, scopes as in API_KEYS (kept for single-key deployments)."""
     api_key_hashes: str = ""
@@ -202,6 +202,12 @@ class Settings(BaseSettings):
     the next one)."""
     decision_max_batch: int = Field(default=500, ge=1, le=100_000)
     """Most records committed in one group-commit transaction."""
+    outcomes_max_items: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Most outcomes in one JSON `POST /api/v1/outcomes` (counted on the raw body before it is
+    parsed); larger uploads go to `/api/v1/outcomes/file`."""
+    outcomes_file_max_rows: int = Field(default=1_000_000, ge=1)
+    """Most rows in one outcomes CSV upload (`/api/v1/outcomes/file`), recorded all or nothing
+    in one transaction (its size is bounded by MAX_UPLOAD_BYTES too)."""
     decision_sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     """SQLite only. `FULL` fsyncs every commit (records survive power loss); `NORMAL` survives a
     killed process but may lose the last commits on power loss."""

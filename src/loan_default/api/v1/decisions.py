@@ -44,7 +44,8 @@ def _owner_filter(principal: Principal) -> str | None:
     return principal.key_id
 
 
-def _store(request: Request) -> DecisionStore:
+def decision_store(request: Request) -> DecisionStore:
+    """The app's store (the outcomes routes use it too), or 503 when recording is off."""
     recorder: DecisionRecorder = request.app.state.decisions
     if recorder.store is None:
         raise ServiceUnavailable(
@@ -108,7 +109,7 @@ async def get_decision(
     owner = _owner_filter(principal)
     if not valid_decision_id(decision_id):
         raise NotFound(_NOT_FOUND)
-    store = _store(request)
+    store = decision_store(request)
     record = await run_in_threadpool(store.get, decision_id.lower())
     if record is None or (owner is not None and record.key_id != owner):
         raise NotFound(_NOT_FOUND)
@@ -148,7 +149,7 @@ async def list_decisions(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> Response:
     owner = _owner_filter(principal)
-    store = _store(request)
+    store = decision_store(request)
     page, next_cursor = await run_in_threadpool(
         lambda: store.query(
             reference=reference,
