@@ -37,6 +37,7 @@ from starlette.responses import Response
 from loan_default.api.deps import Principal, authorize, check_scope, require_json
 from loan_default.api.schemas import Envelope, ErrorEnvelope, JSONBytes
 from loan_default.api.v1.decisions import decision_store
+from loan_default.core.clock import parse_utc
 from loan_default.core.config import Settings
 from loan_default.core.errors import InvalidInput
 from loan_default.core.json_keys import RepeatedKeys
@@ -79,7 +80,7 @@ def _observed_at(value: Any) -> datetime:
     if not isinstance(value, str):
         raise PydanticCustomError("datetime_type", "Input should be an ISO 8601 string")
     try:
-        return outcome_input.parse_utc(value)
+        return parse_utc(value)
     except ValueError:
         raise PydanticCustomError("datetime_from_iso", outcome_input.TIME_REASON) from None
 

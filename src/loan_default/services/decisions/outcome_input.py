@@ -23,6 +23,7 @@ import numpy.typing as npt
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
+from loan_default.core.clock import parse_utc
 from loan_default.core.errors import InvalidInput
 from loan_default.features import REFERENCE, REFERENCE_MAX_LENGTH, REFERENCE_PATTERN
 from loan_default.services.batch.csv_input import CsvLimits, read_header, read_table
@@ -54,21 +55,6 @@ REFERENCE_REASON: Final = (
 ONE_OF_REASON: Final = "give exactly one of decision_id and reference"
 DEFAULTED_REASON: Final = "defaulted must be 0, 1, true or false"
 TIME_REASON: Final = "observed_at must be an ISO 8601 date or time (e.g. 2026-01-31T12:00Z)"
-
-
-def parse_utc(text: str) -> datetime:
-    """An ISO 8601 date or time as an aware datetime; without an offset it is UTC.
-
-    A bare number is refused, never read as a Unix time. (The same rule as `core.clock.
-    parse_utc` on main, not yet on this branch: replace this with it when they meet.)
-    """
-    try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except (ValueError, AttributeError, TypeError):
-        raise ValueError(
-            f"{text!r} is not an ISO 8601 date or time (e.g. 2026-01-31 or 2026-01-31T12:00Z)"
-        ) from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _mask(values: Any) -> npt.NDArray[np.bool_]:
