@@ -34,6 +34,7 @@ from loan_default.services.batch import Dispatcher
 from loan_default.services.decisions.recorder import DecisionRecorder
 from loan_default.services.drift import DriftMonitor
 from loan_default.services.model import ModelService
+from loan_default.services.performance_monitor import PerformanceMonitor
 
 API_PREFIX = "/api/v1"
 #: What the auth dependency may answer on every /api/v1 route (documented in OpenAPI).
@@ -87,6 +88,8 @@ def create_app(
         app.state.decisions = decisions or await run_in_threadpool(
             DecisionRecorder.from_settings, settings
         )
+        app.state.performance = PerformanceMonitor(settings, app.state.decisions)
+        app.state.performance.start()
         service.start_background_reload()
         if not service.ready:
             # Each uvicorn worker loads its own model. Without this wait a pod with two workers
@@ -115,6 +118,7 @@ def create_app(
         finally:
             service.stop()
             drift.stop()
+            app.state.performance.stop()
             app.state.batch.close()
             await run_in_threadpool(app.state.decisions.close)
             await app.state.limiter.close()

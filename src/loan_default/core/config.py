@@ -208,6 +208,19 @@ class Settings(BaseSettings):
     outcomes_file_max_rows: int = Field(default=1_000_000, ge=1)
     """Most rows in one outcomes CSV upload (`/api/v1/outcomes/file`), recorded all or nothing
     in one transaction (its size is bounded by MAX_UPLOAD_BYTES too)."""
+    performance_window_days: int = Field(default=365, ge=1, le=3650)
+    """Trailing window of decision time over which the `loan_model_realized_*`/`estimated_*`
+    gauges are computed (the monitoring route takes its own `from`/`to`)."""
+    performance_refresh_s: float = Field(default=300.0, ge=0)
+    """Seconds between recomputations of the performance gauges by the API (0: only when
+    `GET /api/v1/monitoring/performance` is called)."""
+    performance_min_outcomes: int = Field(default=2000, ge=1)
+    """Fewest decisions (with outcomes, or pending for the estimate) before a performance
+    alert may fire: at a 3.3 % default rate the observed/expected band needs ~2,000 rows."""
+    performance_oe_band_low: float = Field(default=0.8, gt=0)
+    """Observed/expected default ratio below this fires `observed_expected_out_of_band`."""
+    performance_oe_band_high: float = Field(default=1.25, gt=0)
+    """Observed/expected default ratio above this fires `observed_expected_out_of_band`."""
     decision_sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     """SQLite only. `FULL` fsyncs every commit (records survive power loss); `NORMAL` survives a
     killed process but may lose the last commits on power loss."""
