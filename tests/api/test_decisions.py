@@ -193,7 +193,8 @@ def test_listing_pages_through_every_decision_once(api: TestClient) -> None:
     for field in ("from", "to"):
         bad = api.get("/api/v1/decisions", params={field: "925"}, headers=_headers(AUDITOR))
         assert bad.status_code == 422, bad.text
-        assert field in bad.json()["message"] and "ISO 8601" in bad.json()["message"]
+        assert field in bad.json()["message"]
+        assert "ISO 8601" in bad.json()["message"]
     naive = api.get(
         "/api/v1/decisions",
         params={"reference": "APP-page", "from": first["decided_at"].removesuffix("Z")},

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import Body
+from fastapi.testclient import TestClient
 
 from loan_default.api.app import create_app
 from loan_default.api.ratelimit import RateLimiter
@@ -18,7 +20,7 @@ from loan_default.core.config import Settings
 from loan_default.model.bundle import ModelLoadError
 from loan_default.services import metrics
 from loan_default.services.model import ModelService
-from tests.api.conftest import JSON_HEADERS
+from tests.api.conftest import GOOD, JSON_HEADERS
 
 pytestmark = pytest.mark.integration
 
@@ -119,6 +121,44 @@ def test_readyz_gives_a_reason_code_not_exception_text(trained_settings: Setting
     assert r.json()["data"]["reason"] == "model_version_refused"
     assert "/srv" not in r.text
     assert "checksum" not in r.text
+
+
+def _slow_service(settings: Settings, bundle: Any, delay_s: float) -> ModelService:
+    def load(version: str) -> Any:
+        time.sleep(delay_s)
+        return bundle
+
+    return ModelService(settings=settings, resolve_alias=lambda: "1", load_version=load)
+
+
+def test_a_worker_accepts_requests_only_once_its_model_loaded(
+    trained_settings: Settings, bundle: Any
+) -> None:
+    """Found by the Kubernetes container test: with two uvicorn workers a pod turned ready when
+    one worker had loaded, and a predict routed to the other got 503 `model_not_ready`."""
+    settings = trained_settings.model_copy(update={"decision_recording": "off"})
+    service = _slow_service(settings, bundle, delay_s=1.0)
+    with TestClient(create_app(settings, model_service=service)) as client:
+        # the lifespan has finished, so a server would accept connections now: the model is in
+        assert service.ready
+        assert client.get("/readyz").status_code == 200
+        r = client.post("/api/v1/predict", json=GOOD, headers=JSON_HEADERS)
+        assert r.status_code == 200, r.text
+        service.stop()
+
+
+def test_the_startup_wait_is_bounded(trained_settings: Settings, bundle: Any) -> None:
+    settings = trained_settings.model_copy(
+        update={"decision_recording": "off", "model_startup_wait_s": 0.2}
+    )
+    service = _slow_service(settings, bundle, delay_s=3.0)
+    t0 = time.monotonic()
+    with TestClient(create_app(settings, model_service=service)) as client:
+        assert time.monotonic() - t0 < 2.5
+        r = client.get("/readyz")
+        assert r.status_code == 503
+        assert r.json()["data"]["model_loaded"] is False
+        service.stop()
 
 
 # --- the limiter alone ----------------------------------------------------------------------

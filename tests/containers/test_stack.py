@@ -557,9 +557,21 @@ def test_postgres_profile_and_the_kubernetes_manifests_as_containers(compose: Co
                     "import json,sys,urllib.request as u\n"
                     "r=u.Request('http://127.0.0.1:8005/api/v1/predict',data=json.dumps("
                     f"{APPLICANT!r}).encode(),headers={{'X-API-Key':sys.argv[1],'Content-Type':'application/json'}})\n"
-                    "print(u.urlopen(r,timeout=10).status)\n"
+                    "try:\n"
+                    " print(u.urlopen(r,timeout=10).status)\n"
+                    "except u.HTTPError as e:\n"
+                    " print(e.code, e.read().decode())\n"
                 )
-                assert _exec(cname, "python", "-c", code, key).stdout.strip() == "200"
+                answer = _exec(cname, "python", "-c", code, key)
+                if answer.stdout.strip() != "200":
+                    logs = subprocess.run(
+                        ["docker", "logs", "--tail", "80", cname],
+                        capture_output=True, text=True, timeout=60, check=False,
+                    )  # fmt: skip
+                    pytest.fail(
+                        f"predict in the api pod: {answer.stdout}{answer.stderr}\n"
+                        f"api log:\n{logs.stdout[-6000:]}{logs.stderr[-6000:]}"
+                    )
     finally:
         for cname in started:
             subprocess.run(

@@ -87,7 +87,7 @@ def test_unknown_scope_names_are_refused_naming_them(
     message = _refused(**values)
     assert variable in message
     assert f"unknown scope(s) {named}" in message
-    assert "known: score, audit, admin" in message
+    assert "known: score, audit, outcomes, admin" in message
 
 
 @pytest.mark.parametrize("entry", ["k1:", "k1: + ", ":score"])

@@ -25,6 +25,7 @@ from loan_default.api.ratelimit import RateLimiter
 from loan_default.api.schemas import ErrorEnvelope, JSONBytes
 from loan_default.api.v1 import batch, health, model, monitoring, predict
 from loan_default.api.v1 import decisions as decision_routes
+from loan_default.api.v1 import outcomes as outcome_routes
 from loan_default.core.config import Settings, get_settings
 from loan_default.core.logging import AccessLog, configure_logging
 from loan_default.model.bundle import ModelBundle
@@ -34,6 +35,7 @@ from loan_default.services.challenger import Challenger
 from loan_default.services.decisions.recorder import DecisionRecorder
 from loan_default.services.drift import DriftMonitor
 from loan_default.services.model import ModelService
+from loan_default.services.performance_monitor import PerformanceMonitor
 
 API_PREFIX = "/api/v1"
 #: What the auth dependency may answer on every /api/v1 route (documented in OpenAPI).
@@ -91,6 +93,8 @@ def create_app(
         app.state.decisions = decisions or await run_in_threadpool(
             DecisionRecorder.from_settings, settings
         )
+        app.state.performance = PerformanceMonitor(settings, app.state.decisions)
+        app.state.performance.start()
         # a given model service (tests, embedding) comes with its challenger or none
         shadow = challenger or (
             Challenger.from_registry(settings, production=service)
@@ -102,7 +106,13 @@ def create_app(
             app.state.decisions.set_group_hook(shadow.score_records)
         service.start_background_reload()
         if shadow is not None:
-            shadow.start()
+            shadow.start()  # in the background: production's first load is not delayed by it
+        if not service.ready:
+            # Each uvicorn worker loads its own model. Without this wait a pod with two workers
+            # turned ready when one had loaded, and requests routed to the other got 503
+            # `model_not_ready` (seen in the Kubernetes container test). Bounded: with the
+            # registry down the worker serves 503 with a reason and keeps retrying.
+            await run_in_threadpool(service.first_attempt.wait, settings.model_startup_wait_s)
         drift.start()
         logger.info(
             "API up: model {}@{}, rate limit {}/min ({}), {} worker pid {}",
@@ -126,6 +136,7 @@ def create_app(
             if shadow is not None:
                 shadow.stop()
             drift.stop()
+            app.state.performance.stop()
             app.state.batch.close()
             await run_in_threadpool(app.state.decisions.close)
             await app.state.limiter.close()
@@ -160,7 +171,13 @@ def create_app(
     # Each other v1 router is mounted directly (one routing level less than a /api/v1 parent
     # router, ~25 us a request); every route under /api/v1 requires a key and counts against
     # the limit.
-    for router in (batch.router, decision_routes.router, model.router, monitoring.router):
+    for router in (
+        batch.router,
+        decision_routes.router,
+        outcome_routes.router,
+        model.router,
+        monitoring.router,
+    ):
         app.include_router(
             router, prefix=API_PREFIX, dependencies=[Depends(authorize)], responses=AUTH_ERRORS
         )
@@ -180,7 +197,10 @@ def create_app(
     app.add_middleware(
         RequestMiddleware,
         max_body_bytes=settings.max_body_bytes,
-        body_limits=batch.body_limits(settings, prefix=API_PREFIX),
+        body_limits={
+            **batch.body_limits(settings, prefix=API_PREFIX),
+            **outcome_routes.body_limits(settings, prefix=API_PREFIX),
+        },
         body_read_timeout_s=settings.body_read_timeout_s,
         body_min_rate_bytes_s=settings.body_min_rate_bytes_s,
         access_log=AccessLog(settings),

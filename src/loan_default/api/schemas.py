@@ -9,13 +9,15 @@ otherwise be dropped without a word). Every refusal is a 422 naming the field.
 from __future__ import annotations
 
 import re
-from typing import Any, Generic, Literal, TypeVar
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 from starlette.responses import JSONResponse
 
+from loan_default.core.clock import parse_utc
 from loan_default.features import (
     BOUND_BY_NAME,
     REFERENCE_MAX_LENGTH,
@@ -199,6 +201,16 @@ class DriftData(BaseModel):
     sampling_rate: float
     reference_model_version: str | None
     computed_at: str = Field(description="ISO 8601 UTC time the PSI was computed.")
+
+
+def _iso_only(value: object) -> object:
+    """Query times are ISO 8601 only (UTC if no offset); a bare number is refused by name."""
+    return parse_utc(value) if isinstance(value, str) else value
+
+
+#: A `from`/`to` query time: pydantic's lax datetime would read `925` as a Unix time (found by
+#: schemathesis); this refuses it with the field named, and reads a time without offset as UTC.
+IsoTime = Annotated[datetime, BeforeValidator(_iso_only)]
 
 
 class ChallengerData(BaseModel):

@@ -21,7 +21,7 @@ def parse_utc(text: str) -> datetime:
     which form is expected.
     """
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     except (ValueError, AttributeError, TypeError):
         raise ValueError(
             f"{text!r} is not an ISO 8601 date or time (e.g. 2026-01-31 or 2026-01-31T12:00Z)"

@@ -41,8 +41,8 @@ class Settings(BaseSettings):
     # --- auth -------------------------------------------------------------------------------
     api_keys: str = EXAMPLE_API_KEY
     """Comma-separated accepted keys, each with optional scopes after its last `:`
-    (`key1,key2:score+audit`; scopes `score`, `audit`, `admin`; none given: `score`). Several
-    keys so one can be rotated without downtime."""
+    (`key1,key2:score+audit`; scopes `score`, `audit`, `outcomes`, `admin`; none given:
+    `score`). Several keys so one can be rotated without downtime."""
     api_key: str | None = None
     """A single extra accepted key, scopes as in API_KEYS (kept for single-key deployments)."""
     api_key_hashes: str = ""
@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     model_reload_interval_s: float = Field(default=30.0, gt=0)
     model_load_retry_max_s: float = Field(default=30.0, gt=0)
     """Upper bound of the exponential back-off while no model could be loaded."""
+    model_startup_wait_s: float = Field(default=30.0, ge=0)
+    """How long a starting API worker waits for its first model load before it accepts
+    requests (so no worker of a ready pod answers `model_not_ready`); past it, it serves 503
+    with a reason and keeps retrying in the background."""
     challenger_alias: str = "challenger"
     """Registry alias of a shadow model scored beside production on sampled decisions (its
     probability goes to the decision record, never into the answer); empty disables it. No such
@@ -204,6 +208,25 @@ class Settings(BaseSettings):
     the next one)."""
     decision_max_batch: int = Field(default=500, ge=1, le=100_000)
     """Most records committed in one group-commit transaction."""
+    outcomes_max_items: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Most outcomes in one JSON `POST /api/v1/outcomes` (counted on the raw body before it is
+    parsed); larger uploads go to `/api/v1/outcomes/file`."""
+    outcomes_file_max_rows: int = Field(default=1_000_000, ge=1)
+    """Most rows in one outcomes CSV upload (`/api/v1/outcomes/file`), recorded all or nothing
+    in one transaction (its size is bounded by MAX_UPLOAD_BYTES too)."""
+    performance_window_days: int = Field(default=365, ge=1, le=3650)
+    """Trailing window of decision time over which the `loan_model_realized_*`/`estimated_*`
+    gauges are computed (the monitoring route takes its own `from`/`to`)."""
+    performance_refresh_s: float = Field(default=300.0, ge=0)
+    """Seconds between recomputations of the performance gauges by the API (0: only when
+    `GET /api/v1/monitoring/performance` is called)."""
+    performance_min_outcomes: int = Field(default=2000, ge=1)
+    """Fewest decisions (with outcomes, or pending for the estimate) before a performance
+    alert may fire: at a 3.3 % default rate the observed/expected band needs ~2,000 rows."""
+    performance_oe_band_low: float = Field(default=0.8, gt=0)
+    """Observed/expected default ratio below this fires `observed_expected_out_of_band`."""
+    performance_oe_band_high: float = Field(default=1.25, gt=0)
+    """Observed/expected default ratio above this fires `observed_expected_out_of_band`."""
     decision_sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     """SQLite only. `FULL` fsyncs every commit (records survive power loss); `NORMAL` survives a
     killed process but may lose the last commits on power loss."""

@@ -21,12 +21,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-#: Who may do what. `score`: predict and batch jobs. `audit`: read any decision, export.
-#: `admin`: model promote/rollback (should those ever be exposed over HTTP). Independent: a
-#: key holds exactly the scopes it lists (an auditor's key need not be able to score).
-SCOPES: Final = ("score", "audit", "admin")
+#: Who may do what. `score`: predict and batch jobs. `audit`: read any decision, export, and
+#: report outcomes. `outcomes`: report outcomes (whether decided applicants defaulted) and
+#: nothing else, for the system that feeds them (collections, servicing), which need not read
+#: decisions. `admin`: model promote/rollback (should those ever be exposed over HTTP).
+#: Independent: a key holds exactly the scopes it lists (an auditor's key need not be able to
+#: score).
+SCOPES: Final = ("score", "audit", "outcomes", "admin")
 SCORE: Final = "score"
 AUDIT: Final = "audit"
+OUTCOMES: Final = "outcomes"
 ADMIN: Final = "admin"
 #: The scopes of an entry written without a suffix (every key before scopes existed).
 DEFAULT_SCOPES: Final = frozenset({SCORE})

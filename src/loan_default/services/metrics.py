@@ -86,6 +86,60 @@ MODEL_INFO = Gauge(
     ["model_version", "model_alias"],
     multiprocess_mode="livemax",
 )
+
+
+def _perf_gauge(name: str, doc: str, labels: tuple[str, ...] = ("model_version",)) -> Gauge:
+    # `livemax`: every API worker computes the same figures from the same store; the scrape
+    # shows one value per version, not one per process.
+    return Gauge(name, doc, list(labels), multiprocess_mode="livemax")
+
+
+#: Realized and estimated performance per model version over PERFORMANCE_WINDOW_DAYS
+#: (`services.performance_monitor`); NaN where undefined (e.g. no defaults observed yet).
+PERF_OUTCOMES = _perf_gauge(
+    "loan_model_realized_outcomes",
+    "Decisions in the window with an outcome recorded.",
+)
+PERF_PENDING = _perf_gauge(
+    "loan_model_pending_outcomes",
+    "Decisions in the window still waiting for their outcome.",
+)
+PERF_REALIZED_AUC = _perf_gauge(
+    "loan_model_realized_auc",
+    "ROC-AUC of the decisions with an outcome.",
+)
+PERF_REALIZED_BRIER = _perf_gauge(
+    "loan_model_realized_brier",
+    "Brier score of the decisions with an outcome.",
+)
+PERF_REALIZED_DEFAULT_RATE = _perf_gauge(
+    "loan_model_realized_default_rate",
+    "Observed default rate of the decisions with an outcome.",
+)
+PERF_EXPECTED_DEFAULT_RATE = _perf_gauge(
+    "loan_model_expected_default_rate",
+    "Mean predicted probability of the same decisions (what the model expected).",
+)
+PERF_OBSERVED_EXPECTED = _perf_gauge(
+    "loan_model_observed_expected_ratio",
+    "Observed / expected default rate (1 = calibrated).",
+)
+PERF_ESTIMATED_AUC = _perf_gauge(
+    "loan_model_estimated_auc",
+    "Expected ROC-AUC of the decisions without an outcome yet, from their calibrated "
+    "probabilities (confidence-based estimation).",
+)
+PERF_ESTIMATED_DEFAULT_RATE = _perf_gauge(
+    "loan_model_estimated_default_rate",
+    "Expected default rate of the decisions without an outcome yet.",
+)
+PERF_ALERT = _perf_gauge(
+    "loan_model_performance_alert",
+    "1 while a performance alert holds for the version (`alert`: realized_auc_below_gate, "
+    "estimated_auc_below_gate, observed_expected_out_of_band), thresholds from the settings.",
+    ("model_version", "alert"),
+)
+
 HTTP_REQUESTS = Counter(
     "http_requests_total",
     "HTTP requests by route template, method and status.",

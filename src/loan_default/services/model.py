@@ -120,6 +120,10 @@ class ModelService:
         #: A version refused as corrupt or incompatible: not downloaded again (nor logged again)
         #: on every poll while the alias stays on it; any other failure is retried.
         self.refused_version: str | None = None
+        #: Set once the first attempt to load the alias has finished, whatever its outcome (the
+        #: lifespan waits for it, bounded, so a worker that can load its model accepts no
+        #: request before it has).
+        self.first_attempt = threading.Event()
 
     @classmethod
     def from_registry(
@@ -299,6 +303,7 @@ class ModelService:
         delay, start = 0.5, time.monotonic()
         while not self._stop.is_set():
             self.check_for_update()
+            self.first_attempt.set()
             if self.ready:
                 return True
             if deadline_s is not None and time.monotonic() - start >= deadline_s:

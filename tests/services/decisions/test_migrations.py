@@ -1,5 +1,5 @@
 """Migrations apply to an empty database and to every earlier schema, on both back ends, and
-leave exactly the table `schema.py` defines."""
+leave exactly the tables `schema.py` defines."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ REVISIONS = [
 
 
 def test_revisions_are_a_single_line() -> None:
-    assert REVISIONS == ["0001", "0002"]
+    assert REVISIONS == ["0001", "0002", "0003"]
     assert migrate.head_revision() == REVISIONS[-1]
 
 
@@ -61,6 +61,8 @@ def test_empty_database_to_head_matches_the_schema(store_url: str) -> None:
             "ix_decisions_model_version",
             "ix_decisions_key_id",
         } <= indexes
+        pk = sa.inspect(engine).get_pk_constraint("outcomes")
+        assert pk["constrained_columns"] == ["decision_id"]  # one outcome per decision
         if engine.dialect.name == "postgresql":
             assert len(partitions.list_partitions(engine)) == 3  # this month and two ahead
         else:
@@ -102,6 +104,7 @@ def test_downgrade_to_base_and_up_again(store_url: str) -> None:
             command.downgrade(cfg, "base")
         assert migrate.current_revision(engine) is None
         assert not sa.inspect(engine).has_table("decisions")
+        assert not sa.inspect(engine).has_table("outcomes")
         migrate.upgrade_engine(engine)
         assert migrate.current_revision(engine) == migrate.head_revision()
     finally:

@@ -7,18 +7,15 @@ ids cannot be probed for existence. A key with neither scope gets 403 naming `au
 
 from __future__ import annotations
 
-from datetime import datetime
 from functools import lru_cache
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BeforeValidator
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from loan_default.api.deps import Principal, authorize, check_scope
-from loan_default.api.schemas import Envelope, ErrorEnvelope, JSONBytes
-from loan_default.core.clock import parse_utc
+from loan_default.api.schemas import Envelope, ErrorEnvelope, IsoTime, JSONBytes
 from loan_default.core.config import Settings
 from loan_default.core.errors import NotFound, ServiceUnavailable
 from loan_default.core.keys import AUDIT, SCORE
@@ -45,6 +42,7 @@ def _owner_filter(principal: Principal) -> str | None:
 
 
 def decision_store(request: Request) -> DecisionStore:
+    """The app's store (the outcomes routes use it too), or 503 when recording is off."""
     recorder: DecisionRecorder = request.app.state.decisions
     if recorder.store is None:
         raise ServiceUnavailable(
@@ -116,15 +114,6 @@ async def get_decision(
     return JSONBytes(
         {"success": True, "data": _as_data(record, table), "message": "decision record"}
     )
-
-
-def _iso_only(value: object) -> object:
-    """Query times are ISO 8601 only (UTC if no offset); a bare number is refused by name."""
-    return parse_utc(value) if isinstance(value, str) else value
-
-
-#: `from`/`to`: pydantic's lax datetime would read `925` as a Unix time; this refuses it.
-IsoTime = Annotated[datetime, BeforeValidator(_iso_only)]
 
 
 @router.get(

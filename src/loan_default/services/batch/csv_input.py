@@ -66,17 +66,17 @@ def too_many_errors(total: int, listed: int, loc: Sequence[str | int]) -> dict[s
 @dataclass(frozen=True, slots=True)
 class JsonShape:
     items: int | None
-    """Items of the top-level `predictions` array (the last one, as JSON parsers keep), or None."""
+    """Items of the top-level array (the last one, as JSON parsers keep), or None."""
     values: int
     """Upper bound of the JSON values in the body (containers + separators + 1)."""
 
 
-def json_shape(body: bytes) -> JsonShape:
-    """Count the batch items without building a single Python object.
+def json_shape(body: bytes, key: str = "predictions") -> JsonShape:
+    """Count the items of the top-level array `key` without building a single Python object.
 
     A vectorised scan (numpy, which releases the GIL on arrays this size): quotes not escaped
     delimit strings; outside them `[ {` open and `] }` close, and commas at depth 2 inside the
-    `predictions` array separate its items. Parsing 2 MB of `{}` items with orjson or pydantic
+    array separate its items. Parsing 2 MB of `{}` items with orjson or pydantic
     holds the GIL for 50-150 ms (the event loop with it); this takes ~10-20 ms, GIL released.
     Invalid JSON gives meaningless counts; pydantic then reports it.
     """
@@ -101,8 +101,8 @@ def json_shape(body: bytes) -> JsonShape:
         k = int(np.searchsorted(quotes, start)) - 1
         if k < 1 or body[quotes[k] + 1 : start].strip(b" \t\r\n:"):
             continue  # not `"key": [`
-        key = body[quotes[k - 1] : quotes[k] + 1]
-        if key != b'"predictions"' and not (b"\\" in key and _decodes_to_predictions(key)):
+        name = body[quotes[k - 1] : quotes[k] + 1]
+        if name != f'"{key}"'.encode() and not (b"\\" in name and _decodes_to(name, key)):
             continue
         ends = np.flatnonzero(depth[start:] == 1)
         end = start + int(ends[0]) if ends.size else b.size
@@ -112,9 +112,9 @@ def json_shape(body: bytes) -> JsonShape:
     return JsonShape(items=None, values=values)
 
 
-def _decodes_to_predictions(key: bytes) -> bool:
+def _decodes_to(name: bytes, key: str) -> bool:
     try:
-        return bool(json.loads(key) == "predictions")
+        return bool(json.loads(name) == key)
     except ValueError:
         return False
 
@@ -246,7 +246,7 @@ def _feature_columns(names: list[str]) -> dict[str, int]:
     return found
 
 
-def _read_table(source: IO[bytes] | bytes | Path, names: list[str], text_cols: list[str]) -> Any:
+def read_table(source: IO[bytes] | bytes | Path, names: list[str], text_cols: list[str]) -> Any:
     src: Any = pa.py_buffer(source) if isinstance(source, bytes) else source
     if isinstance(source, Path):
         src = str(source)
@@ -289,7 +289,7 @@ def parse_csv(
     limits = CsvLimits(max_rows, max_columns, max_header_bytes, max_errors)
     names = read_header(source, limits)
     found = _feature_columns(names)
-    table = _read_table(source, names, [names[found[f]] for f in RAW_FEATURES])
+    table = read_table(source, names, [names[found[f]] for f in RAW_FEATURES])
     n = table.num_rows
     if n == 0:
         raise InvalidInput("the file has no data rows")

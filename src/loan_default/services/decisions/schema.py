@@ -1,4 +1,4 @@
-"""The `decisions` table: one SQLAlchemy Core definition for SQLite and PostgreSQL.
+"""The `decisions` and `outcomes` tables: one SQLAlchemy Core definition for SQLite and PostgreSQL.
 
 The migrations under `migrations/versions` are frozen snapshots of this definition (a migration
 must not change when this file does); `tests/services/decisions/test_migrations.py` compares a
@@ -38,6 +38,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
 TABLE: Final = "decisions"
+OUTCOMES_TABLE: Final = "outcomes"
 #: Alembic's version table for this store; not `alembic_version`, which MLflow's own migrations
 #: use when both share a PostgreSQL database.
 VERSION_TABLE: Final = "decisions_alembic_version"
@@ -115,3 +116,29 @@ decisions = sa.Table(
 
 #: Column names in table order (the same as `records.FIELD_NAMES`; a unit test checks it).
 COLUMNS: Final = tuple(c.name for c in decisions.columns)
+
+#: What became of a decision: whether the applicant defaulted, reported months later by the
+#: lender (`services.decisions.outcomes`). One row per decision, so `decision_id` alone is the
+#: primary key, and that key is also the join index: a time range of decisions is read on the
+#: decisions' own key (ids begin with their time) and each row finds its outcome with one probe
+#: of this one, or a merge of the two, both in decision-id order. No other index: the table is
+#: only ever read joined to decisions, or by id when an outcome is recorded.
+#:
+#: Not partitioned, unlike `decisions`: it is a few columns per decision (about 60 bytes a row
+#: against several hundred), and only the decisions that have an outcome have a row, so a year
+#: of a million decisions a month fits in well under a gigabyte, which one B-tree serves. Its
+#: retention follows the decisions': ids are time-ordered, so the purge deletes the outcomes of
+#: purged decisions as one key range (`DecisionStore.purge`). There is no foreign key: the
+#: decisions' key is `(decision_id, decided_at)` (a partitioned table's unique keys must contain
+#: the partition key) and its partitions are dropped whole; the store checks that the decision
+#: exists when it records an outcome instead.
+outcomes = sa.Table(
+    OUTCOMES_TABLE,
+    metadata,
+    sa.Column("decision_id", _uuid(), nullable=False),
+    sa.Column("defaulted", sa.Boolean(), nullable=False),
+    sa.Column("observed_at", UTCDateTime(), nullable=False),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.PrimaryKeyConstraint("decision_id", name="pk_outcomes"),
+)

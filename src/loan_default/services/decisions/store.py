@@ -11,6 +11,9 @@ One class for both back ends; what differs is confined to the write paths below,
   NOTHING` when some rows are already there (a redelivered chunk); on SQLite one
   `executemany`. Nothing is written twice; the return value counts only rows new to the store.
 
+Outcomes (`record_outcomes`, `iter_outcomes_joined`, `outcomes_joined`) live beside the
+decisions in the same database; `outcomes` holds how they are written and read.
+
 Every method blocks (the writer thread is what lets `record` await): async callers run the
 reads in a thread. Reads (`get`, `query`, `iter_range`, `export`) turn a database that cannot be
 reached into `DecisionStoreUnavailable`, as writes do; `status` answers /readyz in bounded time.
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from loan_default.services.decisions import outcomes as outcome_store
 from loan_default.services.decisions import partitions, queries
 from loan_default.services.decisions.batches import DecisionBatch
 from loan_default.services.decisions.engines import (
@@ -46,8 +50,14 @@ from loan_default.services.decisions.errors import DecisionStoreUnavailable
 from loan_default.services.decisions.export import write_export
 from loan_default.services.decisions.ids import decided_at_of, valid_decision_id
 from loan_default.services.decisions.migrate import upgrade_engine
+from loan_default.services.decisions.outcomes import (
+    JoinedOutcomes,
+    Outcome,
+    OutcomeColumns,
+    OutcomeResult,
+)
 from loan_default.services.decisions.records import DecisionRecord
-from loan_default.services.decisions.schema import decisions
+from loan_default.services.decisions.schema import decisions, outcomes
 from loan_default.services.decisions.writer import GroupCommitWriter, is_unavailable
 from loan_default.services.decisions.writes import WritePaths
 
@@ -186,19 +196,38 @@ class DecisionStore:
                 raise DecisionStoreUnavailable("the decision store is unavailable") from exc
             raise
 
+    def record_outcomes(
+        self,
+        items: Sequence[Outcome] | OutcomeColumns,
+        *,
+        key_id: str,
+        now: datetime | None = None,
+    ) -> OutcomeResult:
+        """Record outcomes reported by `key_id`, all or nothing: counts of inserted, unchanged
+        (re-sent) and unknown items, or `OutcomeConflict` (409) and nothing written when one
+        contradicts a recorded outcome. A `reference` names its latest decision (`outcomes`)."""
+        columns = items if isinstance(items, OutcomeColumns) else OutcomeColumns.from_items(items)
+        with self._translated():
+            return outcome_store.record_outcomes(self.engine, columns, key_id=key_id, now=now)
+
     def _maintain(self) -> None:
         partitions.ensure_partitions(self.engine, self._months_ahead)
 
     # --- reads -------------------------------------------------------------------------------
     @contextmanager
-    def _reading(self) -> Iterator[Connection]:
+    def _translated(self) -> Iterator[None]:
+        """A database that cannot be reached becomes `DecisionStoreUnavailable`."""
         try:
-            with self.engine.connect() as conn:
-                yield conn
+            yield
         except Exception as exc:
             if is_unavailable(exc):
                 raise DecisionStoreUnavailable("the decision store is unavailable") from exc
             raise
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        with self._translated(), self.engine.connect() as conn:
+            yield conn
 
     def get(self, decision_id: str) -> DecisionRecord | None:
         """The record of `decision_id`, or None (also for a string that is no decision id)."""
@@ -272,6 +301,43 @@ class DecisionStore:
         for page in self.iter_pages(start, end, batch_size):
             yield from page
 
+    def iter_outcomes_joined(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        model_version: str | None = None,
+        page_size: int = 50_000,
+    ) -> Iterator[JoinedOutcomes]:
+        """Decisions of [start, end) joined to their outcomes (`defaulted` -1 when none yet),
+        a page of numpy columns at a time, in time order."""
+        pages = outcome_store.iter_joined(
+            self.engine, start, end, model_version=model_version, page_size=page_size
+        )
+        while True:
+            with self._translated():
+                page = next(pages, None)
+            if page is None:
+                return
+            yield page
+
+    def outcomes_joined(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        model_version: str | None = None,
+        page_size: int = 50_000,
+    ) -> JoinedOutcomes:
+        """`iter_outcomes_joined` as one set of arrays (for the performance metrics)."""
+        return JoinedOutcomes.concat(
+            list(
+                self.iter_outcomes_joined(
+                    start, end, model_version=model_version, page_size=page_size
+                )
+            )
+        )
+
     def export(
         self, start: datetime, end: datetime, out_path: Path, *, escape_formulas: bool = True
     ) -> int:
@@ -282,13 +348,17 @@ class DecisionStore:
 
     # --- retention and health ----------------------------------------------------------------
     def purge(self, older_than: datetime) -> int:
-        """Remove records decided before `older_than`; returns how many. PostgreSQL drops the
-        partitions whose month ends by then (and deletes no row from any other); SQLite deletes
-        rows in short transactions so the writer is never locked out for long."""
+        """Remove records decided before `older_than`, and their outcomes; returns how many
+        records. PostgreSQL drops the partitions whose month ends by then (and deletes no row
+        from any other); SQLite deletes rows in short transactions so the writer is never
+        locked out for long."""
         if older_than.tzinfo is None:
             raise ValueError("older_than must be timezone-aware")
         if self.type == "postgresql":
-            return partitions.drop_partitions_before(self.engine, older_than)[0]
+            removed = partitions.drop_partitions_before(self.engine, older_than)[0]
+            # every decision before the cutoff's month is gone with its partition
+            self._purge_outcomes(partitions.month_start(older_than))
+            return removed
         removed = 0
         at = decisions.c.decided_at
         # the id range finds them on the primary key (ids begin with their time, see queries)
@@ -297,6 +367,23 @@ class DecisionStore:
             sa.select(sa.literal_column("rowid")).where(old).limit(10_000)
         )
         stmt = sa.delete(decisions).where(sa.literal_column("rowid").in_(victims.scalar_subquery()))
+        while True:
+            with self.engine.begin() as conn:
+                n = conn.execute(stmt).rowcount
+            removed += n
+            if n == 0:
+                self._purge_outcomes(older_than)
+                return removed
+
+    def _purge_outcomes(self, decided_before: datetime) -> int:
+        """Delete the outcomes of decisions made before `decided_before` (purged already): one
+        range of the outcomes' key, ids being time-ordered; in short transactions as above."""
+        floor = queries.id_floor(decided_before)
+        victims = (
+            sa.select(outcomes.c.decision_id).where(outcomes.c.decision_id < floor).limit(10_000)
+        )
+        stmt = sa.delete(outcomes).where(outcomes.c.decision_id.in_(victims.scalar_subquery()))
+        removed = 0
         while True:
             with self.engine.begin() as conn:
                 n = conn.execute(stmt).rowcount
