@@ -9,6 +9,8 @@ from pathlib import Path
 
 from loguru import logger
 
+from loan_default.core.clock import parse_utc
+from loan_default.core.config import Settings
 from loan_default.core.config import settings_or_exit as _settings
 
 
@@ -94,7 +96,12 @@ def cmd_model(args: argparse.Namespace) -> int:
                     f"v{v.version:<4} {aliases:<14} promoted={v.tags.get('promoted', '?'):<5} "
                     f"{v.tags.get('gate_reason', '')}"
                 )
+        elif args.model_cmd == "promote" and args.version == "challenger":
+            return _promote_challenger(settings, args)
         elif args.model_cmd == "promote":
+            if args.if_better:
+                print("error: --if-better applies to `promote challenger` only", file=sys.stderr)
+                return 2
             registry.promote(str(args.version), reason="manual promotion (CLI)")
             print(f"@{settings.model_alias} -> v{args.version}")
         elif args.model_cmd == "rollback":
@@ -127,6 +134,48 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _promote_challenger(settings: Settings, args: argparse.Namespace) -> int:
+    """`model promote challenger [--if-better]`: the live evidence comes from the decision
+    store (DECISION_STORE_URL); without one, the gate uses the test set."""
+    from loan_default.services.decisions import DecisionStore, DecisionStoreUnavailable
+    from loan_default.training.challenger_gate import promote_challenger, window
+
+    joined = None
+    if args.if_better and settings.decision_recording != "off":
+        start, end = window(settings, args.start, args.end)
+        try:
+            store = DecisionStore.from_settings(settings)
+        except DecisionStoreUnavailable:
+            print("error: the decision store cannot be reached", file=sys.stderr)
+            return 1
+        try:
+            joined = store.outcomes_joined(start, end)
+        finally:
+            store.close()
+    result = promote_challenger(settings, if_better=args.if_better, joined=joined)
+    state = f"PROMOTED to @{settings.model_alias}" if result.promoted else "not promoted"
+    print(
+        f"challenger v{result.challenger_version} vs production v{result.production_version}: "
+        f"{state}"
+    )
+    print(f"  evidence: {result.evidence}")
+    print(f"  reason: {result.reason}")
+    return 0 if result.promoted or not args.if_better else 3
+
+
+def _when(text: str) -> object:
+    try:
+        return parse_utc(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _version_or_challenger(text: str) -> str:
+    if text == "challenger" or text.isdigit():
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: a version number or `challenger`")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loan-default", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -145,8 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("model", help="registry operations")
     msub = p.add_subparsers(dest="model_cmd", required=True)
     msub.add_parser("list", help="list registered versions")
-    mp = msub.add_parser("promote", help="point the serving alias at VERSION")
-    mp.add_argument("version", type=int)
+    mp = msub.add_parser(
+        "promote", help="point the serving alias at VERSION, or at the challenger (`challenger`)"
+    )
+    mp.add_argument("version", type=_version_or_challenger, help="a version number or `challenger`")
+    mp.add_argument(
+        "--if-better",
+        action="store_true",
+        help="challenger only: promote only if it passes the gate, on live outcomes when there "
+        "are CHALLENGER_MIN_OUTCOMES of them, else on the test set (exit 3 when it does not)",
+    )
+    mp.add_argument("--from", dest="start", type=_when, help="live evidence from (ISO 8601)")
+    mp.add_argument("--to", dest="end", type=_when, help="live evidence to (ISO 8601)")
     msub.add_parser("rollback", help="alias back to the previous production version")
     msub.add_parser("current", help="print the version the serving alias points to")
     mp = msub.add_parser("export", help="write VERSION as a checked .tar.gz (manifest + bundle)")

@@ -3,6 +3,7 @@ batch chunk (with a stand-in model), failures that cost nothing, and the compari
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -333,3 +334,44 @@ def test_load_failures_of_the_challenger_count_in_the_metric(tmp_path: Path) -> 
     assert _counter("loan_challenger_errors_total", {"stage": "load"}) == before + 1
     assert shadow.bundle is None
     assert production.bundle is not None
+
+
+@pytest.mark.unit
+def test_realized_both_models_on_the_same_observed_decisions() -> None:
+    from sklearn.metrics import brier_score_loss, roc_auc_score
+
+    from loan_default.services.challenger_report import realized_both
+    from loan_default.services.decisions.outcomes import JoinedOutcomes
+
+    rng = np.random.default_rng(5)
+    n = 3_000
+    prod, chal = rng.random(n), rng.random(n)
+    y = (rng.random(n) < chal).astype(np.int8)
+    y[:500] = -1  # no outcome yet
+    chal[500:800] = np.nan  # not shadow-scored
+    joined = JoinedOutcomes(
+        model_version=np.full(n, "1"),
+        decided_at=np.full(n, np.datetime64("2026-03-01", "ms")),
+        probability=prod,
+        threshold=np.full(n, 0.5),
+        prediction=(prod >= 0.5).astype(np.int8),
+        defaulted=y,
+        challenger_probability=chal,
+        challenger_version=np.where(np.isnan(chal), "", "2"),
+    )
+    got = realized_both(joined)
+    assert got is not None
+    rows = slice(800, n)
+    assert got["count"] == n - 800
+    assert got["challenger_versions"] == ["2"]
+    assert got["production"]["roc_auc"] == pytest.approx(
+        roc_auc_score(y[rows], prod[rows]), abs=1e-9
+    )
+    assert got["challenger"]["roc_auc"] == pytest.approx(
+        roc_auc_score(y[rows], chal[rows]), abs=1e-9
+    )
+    assert got["challenger"]["brier"] == pytest.approx(
+        brier_score_loss(y[rows], chal[rows]), abs=1e-9
+    )
+    no_outcomes = dataclasses.replace(joined, defaulted=np.full(n, -1, np.int8))
+    assert realized_both(no_outcomes) is None

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     alias, or the same version as production, means no challenger."""
     challenger_sampling_rate: float = Field(default=1.0, ge=0, le=1)
     """Share of decisions the challenger scores (chosen from the decision id, so deterministic)."""
+    challenger_min_outcomes: int = Field(default=1000, ge=1)
+    """`model promote challenger --if-better` gates on live outcomes (the challenger and production
+    on the same decided-and-observed applications) once at least this many exist; with fewer, on
+    the held-out test set as training does."""
 
     # --- training ---------------------------------------------------------------------------
     data_path: str = "training/Default_Fin.csv"

@@ -3,8 +3,8 @@
 Computed from the decision record's shadow-scored rows (`DecisionStore.challenger_rows`): the
 production decision is the one answered; the challenger's is its probability at its own model
 card's threshold (the record keeps only the challenger's probability, so the threshold is looked
-up per version by the caller). Realized metrics of both models, once outcomes are joined to
-decisions, belong in `realized` (see `report`); they are not computed here yet.
+up per version by the caller). Once outcomes are recorded, `realized_both` gives the realized
+metrics of both models on the same decided-and-observed applications (`report`'s `realized`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from loan_default.services.decisions.outcomes import JoinedOutcomes
 from loan_default.services.decisions.records import iso_utc
+from loan_default.services.performance import realized_performance
 
 #: A challenger version's decision threshold (its model card's), None when it cannot be found.
 ThresholdOf = Callable[[str], float | None]
@@ -84,3 +86,20 @@ def report(
 
 def _version_key(version: str) -> tuple[int, str]:
     return (int(version), "") if version.isdigit() else (1 << 62, version)
+
+
+def realized_both(joined: JoinedOutcomes) -> dict[str, Any] | None:
+    """Realized metrics of production and of the challenger on the decisions that carry both
+    the challenger's probability and an outcome (None while there are none)."""
+    rows = (joined.defaulted >= 0) & ~np.isnan(joined.challenger_probability)
+    if not rows.any():
+        return None
+    y = joined.defaulted[rows]
+    return {
+        "count": int(rows.sum()),
+        "challenger_versions": sorted(
+            set(joined.challenger_version[rows].tolist()), key=_version_key
+        ),
+        "production": realized_performance(y=y, p=joined.probability[rows]).as_dict(),
+        "challenger": realized_performance(y=y, p=joined.challenger_probability[rows]).as_dict(),
+    }

@@ -106,14 +106,8 @@ def git_commit() -> str:
     return res.stdout.strip() if res.returncode == 0 else "unknown"
 
 
-def gate(
-    settings: Settings,
-    registry: Registry,
-    metrics: dict[str, float],
-    X_test: npt.NDArray[np.float32],
-    y_test: npt.NDArray[np.int64],
-) -> GateDecision:
-    """Configured minimums, then: beat the current production version on the same test set."""
+def below_minimums(settings: Settings, metrics: dict[str, float]) -> list[str]:
+    """The configured minimums `metrics` misses (empty: it meets them all)."""
     failures = []
     if metrics["roc_auc"] < settings.gate_min_roc_auc:
         failures.append(f"ROC-AUC {metrics['roc_auc']:.4f} < {settings.gate_min_roc_auc}")
@@ -123,6 +117,45 @@ def gate(
         failures.append(f"Brier {metrics['brier']:.4f} > {settings.gate_max_brier}")
     if metrics["f1"] < settings.gate_min_f1:
         failures.append(f"F1 {metrics['f1']:.4f} < {settings.gate_min_f1}")
+    return failures
+
+
+def compare_with_production(
+    settings: Settings,
+    metrics: dict[str, float],
+    prod_metrics: dict[str, float],
+    prod_version: str,
+    *,
+    evidence: str = "",
+) -> GateDecision:
+    """Promote only when neither ROC-AUC nor Brier is worse than production's on the same rows
+    and one of them is better by more than GATE_MIN_IMPROVEMENT. Pure: the test-set gate of
+    training and import and the live-outcome gate of `model promote challenger --if-better`
+    decide by this one rule."""
+    d_auc = metrics["roc_auc"] - prod_metrics["roc_auc"]
+    d_brier = prod_metrics["brier"] - metrics["brier"]
+    cmp = (
+        f"ROC-AUC {metrics['roc_auc']:.4f} vs {prod_metrics['roc_auc']:.4f}, "
+        f"Brier {metrics['brier']:.4f} vs {prod_metrics['brier']:.4f} "
+        f"(production v{prod_version}{evidence})"
+    )
+    tol = 1e-9
+    if d_auc < -tol or d_brier < -tol:
+        return GateDecision(False, f"worse than production: {cmp}", prod_version, prod_metrics)
+    if max(d_auc, d_brier) <= settings.gate_min_improvement + tol:
+        return GateDecision(False, f"not better than production: {cmp}", prod_version, prod_metrics)
+    return GateDecision(True, f"better than production: {cmp}", prod_version, prod_metrics)
+
+
+def gate(
+    settings: Settings,
+    registry: Registry,
+    metrics: dict[str, float],
+    X_test: npt.NDArray[np.float32],
+    y_test: npt.NDArray[np.int64],
+) -> GateDecision:
+    """Configured minimums, then: beat the current production version on the same test set."""
+    failures = below_minimums(settings, metrics)
     prod_version = registry.alias_version()
     if failures:
         return GateDecision(False, "below minimums: " + "; ".join(failures), prod_version, None)
@@ -142,18 +175,7 @@ def gate(
             True, f"passes minimums; production v{prod_version} unloadable", prod_version, None
         )
     prod_metrics = evaluate(y_test, prod.score(X_test).probability, threshold=prod.card.threshold)
-    d_auc = metrics["roc_auc"] - prod_metrics["roc_auc"]
-    d_brier = prod_metrics["brier"] - metrics["brier"]
-    cmp = (
-        f"ROC-AUC {metrics['roc_auc']:.4f} vs {prod_metrics['roc_auc']:.4f}, "
-        f"Brier {metrics['brier']:.4f} vs {prod_metrics['brier']:.4f} (production v{prod_version})"
-    )
-    tol = 1e-9
-    if d_auc < -tol or d_brier < -tol:
-        return GateDecision(False, f"worse than production: {cmp}", prod_version, prod_metrics)
-    if max(d_auc, d_brier) <= settings.gate_min_improvement + tol:
-        return GateDecision(False, f"not better than production: {cmp}", prod_version, prod_metrics)
-    return GateDecision(True, f"better than production: {cmp}", prod_version, prod_metrics)
+    return compare_with_production(settings, metrics, prod_metrics, prod_version)
 
 
 def decide_promotion(

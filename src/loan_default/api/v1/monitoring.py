@@ -155,8 +155,8 @@ async def challenger(
 ) -> Response:
     """Count, agreement rate of the 0/1 decisions (the challenger's at its own card threshold),
     Pearson and Spearman correlation of the probabilities, and the versions involved, over the
-    decisions that carry a challenger probability. `realized` (metrics of both models on the
-    decisions whose outcomes are known) is null until outcomes are recorded."""
+    decisions that carry a challenger probability. `realized`: metrics of both models on the
+    shadow-scored decisions whose outcome is known (null until there is one)."""
     end = end or datetime.now(UTC)
     start = start or end - DEFAULT_WINDOW
     if start >= end:
@@ -165,7 +165,13 @@ async def challenger(
     rows = await run_in_threadpool(store.challenger_rows, start, end)
     threshold_of = _threshold_of(request)
     data = await run_in_threadpool(
-        lambda: challenger_report.report(rows, start=start, end=end, threshold_of=threshold_of)
+        lambda: challenger_report.report(
+            rows,
+            start=start,
+            end=end,
+            threshold_of=threshold_of,
+            realized=lambda: challenger_report.realized_both(store.outcomes_joined(start, end)),
+        )
     )
     message = f"{data['count']} shadow-scored decision(s)"
     return JSONBytes({"success": True, "data": data, "message": message})

@@ -379,6 +379,8 @@ class JoinedOutcomes:
     """1 defaulted, 0 did not, -1 no outcome recorded yet."""
     challenger_probability: npt.NDArray[np.float64]
     """NaN where no challenger scored the decision."""
+    challenger_version: npt.NDArray[np.str_]
+    """The version that shadow-scored the decision; "" where none did."""
 
     def __len__(self) -> int:
         return len(self.probability)
@@ -399,6 +401,7 @@ _JOINED_COLUMNS: Final = (
     decisions.c.prediction,
     decisions.c.challenger_probability,
     outcomes.c.defaulted,
+    decisions.c.challenger_version,
 )
 
 
@@ -415,6 +418,7 @@ def _page(rows: Sequence[Any]) -> JoinedOutcomes:
         challenger_probability=np.array(
             [np.nan if v is None else v for v in cols[5]], dtype=np.float64
         ),
+        challenger_version=np.array(["" if v is None else v for v in cols[7]], dtype=np.str_),
     )
 
 
