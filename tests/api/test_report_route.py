@@ -65,6 +65,24 @@ def test_scope_and_input_errors(seeded: tuple[TestClient, Path]) -> None:
     assert "before" in r.json()["message"]
 
 
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"to": "0001-01-02"},
+        {"from": "0001-01-01", "to": "0001-01-02"},
+        {"from": "9999-12-30", "to": "9999-12-31T23:59:59+00:00"},
+        {"from": "2026-12-31T00:00:00-14:00", "to": "2027-01-01"},
+    ],
+)
+def test_windows_at_the_ends_of_time_are_empty_pages(
+    seeded: tuple[TestClient, Path], window: dict[str, str]
+) -> None:
+    client, _ = seeded
+    r = client.get(ROUTE, params=window, headers=_headers(AUDITOR))
+    assert r.status_code == 200, r.text
+    assert "no decisions in this window" in r.text
+
+
 def test_openapi_documents_html_and_the_error_envelopes(seeded: tuple[TestClient, Path]) -> None:
     client, _ = seeded
     op = client.get("/openapi.json").json()["paths"][ROUTE]["get"]

@@ -130,7 +130,9 @@ async def monitoring_report(
     monthly cohort, reliability diagram, ROC of production vs challenger, score distribution."""
     settings: Settings = request.app.state.settings
     end = end or datetime.now(UTC)
-    start = start or end - timedelta(days=settings.performance_window_days)
+    if start is None:  # the window before `to`, or as much of it as the calendar has
+        window = timedelta(days=settings.performance_window_days)
+        start = end - min(window, end - datetime.min.replace(tzinfo=UTC))
     if start >= end:
         raise InvalidInput("`from` must be before `to`")
     store = decision_store(request)
