@@ -57,7 +57,7 @@ services: ## start what the tests need (Redis) if nothing answers; report whethe
 	@docker info >/dev/null 2>&1 && echo "docker: engine answering; the container tests will run" \
 		|| echo "docker: NO ENGINE ANSWERS; the container tests (tests/containers) will be SKIPPED. As root: bash .ci/ensure-docker.sh"
 
-deploy-tools: $(STAMP) ## validators for tests/deploy: hadolint, kubernetes-validate, checkov, dclint, promtool
+deploy-tools: $(STAMP) ## validators for tests/deploy (hadolint, kubernetes-validate, checkov, dclint, promtool) and chromium
 	VENV=$(VENV) PYTHON=$(PYTHON) bash tests/deploy/install-tools.sh
 
 lint: $(STAMP) ## ruff format --check, ruff check, mypy

@@ -1,4 +1,4 @@
-"""`loan-default` command line: data, train, model registry operations, serve, worker."""
+"""`loan-default` command line: data, train, model registry operations, report, serve, worker."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
 from loan_default.core.clock import parse_utc
 from loan_default.core.config import Settings
 from loan_default.core.config import settings_or_exit as _settings
+
+if TYPE_CHECKING:
+    from loan_default.model.card import ModelCard
 
 
 def _print_report(report: dict[str, object]) -> None:
@@ -163,6 +167,55 @@ def _promote_challenger(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if result.promoted or not args.if_better else 3
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """`report --out FILE`: the monitoring report of the decision store, as one HTML file."""
+    from datetime import UTC, datetime, timedelta
+
+    from loan_default.services import report
+    from loan_default.services.decisions import DecisionStore, DecisionStoreUnavailable
+
+    settings = _settings()
+    end = args.end or datetime.now(UTC)
+    start = args.start or end - timedelta(days=settings.performance_window_days)
+    if start >= end:
+        print("error: --from must be before --to", file=sys.stderr)
+        return 2
+    card, version = _production_card(settings)
+    try:
+        store = DecisionStore.from_settings(settings)
+    except DecisionStoreUnavailable:
+        print("error: the decision store cannot be reached", file=sys.stderr)
+        return 1
+    try:
+        page = report.build(
+            store, settings=settings, start=start, end=end, card=card, card_version=version
+        )
+    finally:
+        store.close()
+    Path(args.out).write_text(page, encoding="utf-8")
+    print(f"report written to {args.out} ({len(page.encode()):,} bytes)")
+    return 0
+
+
+def _production_card(settings: Settings) -> tuple[ModelCard | None, str | None]:
+    """The card of the version the serving alias points to: its training histograms are what
+    the PSI chart compares with. None (the chart says so) when the registry has none."""
+    from loan_default.model.bundle import CARD_FILE
+    from loan_default.model.card import ModelCard
+    from loan_default.registry.client import Registry
+
+    try:
+        registry = Registry(settings)
+        version = registry.alias_version()
+        if version is None:
+            return None, None
+        directory = registry.download_bundle_dir(version)
+        return ModelCard.model_validate_json((directory / CARD_FILE).read_text()), version
+    except Exception as exc:  # the report is still worth having without the PSI chart
+        logger.warning("no model card for the PSI chart: {}", exc)
+        return None, None
+
+
 def _when(text: str) -> object:
     try:
         return parse_utc(text)
@@ -219,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--promote", action="store_true", help="move the serving alias to it without the gate"
     )
     p.set_defaults(func=cmd_model)
+
+    p = sub.add_parser("report", help="write the monitoring report (one offline HTML page)")
+    p.add_argument("--out", required=True, help="HTML file to write, e.g. report.html")
+    p.add_argument("--from", dest="start", type=_when, help="decisions from (ISO 8601)")
+    p.add_argument("--to", dest="end", type=_when, help="decisions before (ISO 8601; now)")
+    p.set_defaults(func=cmd_report)
 
     _add_service_commands(sub)
     add_decisions_command(sub)

@@ -5,6 +5,7 @@
 #   .tools/checkov   checkov in its own venv: it pins dozens of packages that clash with ours
 #   .tools/npm       dclint (Docker Compose validator/linter; ships the Compose-spec JSON schema)
 #   .tools/prometheus promtool, extracted from Debian's `prometheus` package (no service installed)
+#   chromium         Debian's package, for the report's browser test (.ci/ensure-chromium.sh; root)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -53,4 +54,8 @@ if [ ! -e "$s" ]; then
   "$TOOLS/prometheus/usr/bin/promtool" --version >/dev/null
   touch "$s"
 fi
+# The monitoring report's browser test (tests/services/report/test_report_browser.py) fails,
+# never skips, without chromium: installed system-wide from Debian, as docker.io is.
+bash .ci/ensure-chromium.sh
+
 echo "deploy tools ready in $VENV and $TOOLS/"

@@ -197,3 +197,17 @@ def test_a_record_outside_existing_partitions_is_still_written(store: DecisionSt
     far = make_record(1, at=datetime(2031, 7, 4, 12, tzinfo=UTC))
     asyncio.run(store.record(far))
     assert store.get(far.decision_id) == far
+
+
+def test_id_floor_before_the_epoch_is_the_zero_id() -> None:
+    """Ids count ms from 1970: earlier moments (down to `datetime.min`, which a query window
+    may reach) floor to the zero id instead of overflowing."""
+    from loan_default.services.decisions.queries import id_floor
+
+    zero = "00000000-0000-0000-0000-000000000000"
+    assert id_floor(datetime.min.replace(tzinfo=UTC)) == zero
+    assert id_floor(datetime(1969, 12, 31, tzinfo=UTC)) == zero
+    assert id_floor(datetime(1970, 1, 1, tzinfo=UTC)) == zero
+    assert id_floor(datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC)) == (
+        "00000000-0001-0000-0000-000000000000"
+    )

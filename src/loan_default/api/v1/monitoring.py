@@ -1,4 +1,5 @@
-"""Drift report (authenticated, under /api/v1) and the Prometheus scrape (no auth, at /metrics)."""
+"""Drift, performance, challenger and the HTML report (authenticated, under /api/v1) and the
+Prometheus scrape (no auth, at /metrics)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from loan_default.api.deps import DriftMonitorDep, Principal, require_scope
 from loan_default.api.schemas import (
@@ -24,6 +25,7 @@ from loan_default.core.config import Settings
 from loan_default.core.errors import InvalidInput, ServiceUnavailable
 from loan_default.core.keys import AUDIT
 from loan_default.services import challenger_report, metrics
+from loan_default.services import report as report_service
 from loan_default.services.challenger import Challenger
 from loan_default.services.model import ModelService
 from loan_default.services.performance_monitor import PerformanceMonitor, publish
@@ -89,6 +91,63 @@ async def performance(
     alerts = sorted({a for v in report.versions for a in v.alerts})
     message = f"alerts: {', '.join(alerts)}" if alerts else "no performance alert"
     return JSONBytes({"success": True, "data": report.as_dict(), "message": message})
+
+
+def _json_error(description: str) -> dict[str, Any]:
+    """An error envelope in JSON beside an HTML 200: with `model=`, FastAPI would document it
+    under the route's own media type (text/html). The other routes register the schema."""
+    schema = {"$ref": f"#/components/schemas/{ErrorEnvelope.__name__}"}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+@router.get(
+    "/report",
+    response_class=HTMLResponse,
+    responses={
+        200: {
+            "description": "one self-contained HTML page (inline SVG charts; renders offline)",
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        },
+        403: _json_error("the key lacks the `audit` scope (or is not accepted)"),
+        422: _json_error("`from`/`to` not ISO 8601, or from >= to"),
+        503: _json_error("the decision record is not available"),
+    },
+    dependencies=[Depends(require_scope(AUDIT))],
+    summary="The monitoring report: drift, default rates, calibration, ROC, score distribution",
+)
+async def monitoring_report(
+    request: Request,
+    start: Annotated[
+        IsoTime | None,
+        Query(alias="from", description="Inclusive; ISO 8601 (default: the window before `to`)"),
+    ] = None,
+    end: Annotated[
+        IsoTime | None, Query(alias="to", description="Exclusive; ISO 8601 (default: now)")
+    ] = None,
+) -> Response:
+    """The page `loan-default report` writes, over the decisions of [from, to): PSI per
+    feature by month against the serving model's card, realized vs expected default rate by
+    monthly cohort, reliability diagram, ROC of production vs challenger, score distribution."""
+    settings: Settings = request.app.state.settings
+    end = end or datetime.now(UTC)
+    if start is None:  # the window before `to`, or as much of it as the calendar has
+        window = timedelta(days=settings.performance_window_days)
+        start = end - min(window, end - datetime.min.replace(tzinfo=UTC))
+    if start >= end:
+        raise InvalidInput("`from` must be before `to`")
+    store = decision_store(request)
+    bundle = request.app.state.model_service.bundle
+    page = await run_in_threadpool(
+        lambda: report_service.build(
+            store,
+            settings=settings,
+            start=start,
+            end=end,
+            card=None if bundle is None else bundle.card,
+            card_version=None if bundle is None else bundle.version,
+        )
+    )
+    return HTMLResponse(page)
 
 
 #: The window of /monitoring/challenger when `from` is not given: the last 30 days to `to`.

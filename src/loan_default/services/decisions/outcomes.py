@@ -28,9 +28,10 @@ The same outcome sent again (same decision, same `defaulted`) changes nothing an
 `unchanged`, whatever its `observed_at`: the first report of an outcome stands, a later one
 cannot move its date.
 
-Reading (`iter_joined`, `outcomes_joined`) walks decisions of a time range in id order with
-keyset pages (no transaction held between pages), each joined to its outcome, as numpy columns:
-no pandas and no per-row objects beyond the driver's tuples.
+Reading (`iter_joined`, `outcomes_joined`; `iter_features` for the recorded inputs) walks
+decisions of a time range in id order with keyset pages (no transaction held between pages),
+each joined to its outcome, as numpy columns: no pandas and no per-row objects beyond the
+driver's tuples.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import pyarrow.csv as pacsv  # type: ignore[import-untyped]
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from loan_default.features import FEATURE_NAMES
 from loan_default.services.decisions import queries
 from loan_default.services.decisions.codec import time_text
 from loan_default.services.decisions.errors import OutcomeConflict
@@ -449,13 +451,22 @@ def iter_joined(
     )
     if model_version is not None:
         base = base.where(t.model_version == model_version)
+    for rows in _keyset(engine, base, page_size):
+        yield _page(rows)
+
+
+def _keyset(
+    engine: Engine, base: sa.Select[Any], page_size: int
+) -> Iterator[Sequence[sa.Row[Any]]]:
+    """Pages of `base` (ordered by decision id, first column the id, limited to `page_size`),
+    each after the last id of the one before: one short query a page, no transaction held."""
     after: str | None = None
     while True:
-        stmt = base if after is None else base.where(t.decision_id > after)
+        stmt = base if after is None else base.where(decisions.c.decision_id > after)
         with engine.connect() as conn:
             rows = conn.execute(stmt).all()
         if rows:
-            yield _page(rows)
+            yield rows
         if len(rows) < page_size:
             return
         after = str(rows[-1][0])
@@ -473,3 +484,43 @@ def outcomes_joined(
     return JoinedOutcomes.concat(
         list(iter_joined(engine, start, end, model_version=model_version, page_size=page_size))
     )
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureColumns:
+    """The recorded model inputs of a page of decisions, in decision-id (time) order."""
+
+    decided_at: npt.NDArray[np.datetime64]
+    """`datetime64[ms]`, UTC (the decision id's own millisecond)."""
+    values: npt.NDArray[np.float64]
+    """Shape (n, len(FEATURE_NAMES)), columns in `features.FEATURE_NAMES` order."""
+
+    def __len__(self) -> int:
+        return len(self.decided_at)
+
+
+def iter_features(
+    engine: Engine, start: datetime, end: datetime, *, page_size: int = 50_000
+) -> Iterator[FeatureColumns]:
+    """Pages of the feature columns of decisions with start <= decided_at < end (the PSI of
+    recorded inputs against the training histograms reads these; five columns, not records)."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("start and end must be timezone-aware")
+    t = decisions.c
+    base = (
+        sa.select(t.decision_id, *(t[name] for name in FEATURE_NAMES))
+        .where(
+            t.decision_id >= queries.id_floor(start),
+            t.decided_at >= start,
+            t.decision_id < queries.id_floor(end),
+            t.decided_at < end,
+        )
+        .order_by(t.decision_id)
+        .limit(page_size)
+    )
+    for rows in _keyset(engine, base, page_size):
+        ids = pa.array([row[0] for row in rows], pa.string())
+        yield FeatureColumns(
+            decided_at=id_millis(ids).astype("datetime64[ms]"),
+            values=np.array([row[1:] for row in rows], dtype=np.float64),
+        )

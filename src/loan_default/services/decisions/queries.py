@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import sqlalchemy as sa
@@ -28,6 +28,8 @@ from loan_default.services.decisions.schema import decisions
 _CURSOR_TAG: Final = "d1:"
 MAX_LIMIT: Final = 10_000
 _US: Final = timedelta(microseconds=1)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ZERO_ID: Final = "00000000-0000-0000-0000-000000000000"
 
 
 def encode_cursor(decision_id: str) -> str:
@@ -47,7 +49,11 @@ def decode_cursor(cursor: str) -> str:
 
 
 def id_floor(moment: datetime) -> str:
-    """The smallest decision id decided at or after `moment` could have (ids hold whole ms)."""
+    """The smallest decision id decided at or after `moment` could have (ids hold whole ms).
+    Ids count milliseconds from the Unix epoch, so any moment before it floors to the zero id
+    (and `datetime.min`, which a query may carry, does not overflow)."""
+    if moment.tzinfo is not None and moment <= _EPOCH:
+        return _ZERO_ID
     ms = unix_ms(moment - _US) + 1  # ceil to the millisecond: a decision at ms >= moment
     h = f"{ms:012x}"
     return f"{h[:8]}-{h[8:]}-0000-0000-000000000000"

@@ -51,6 +51,7 @@ from loan_default.services.decisions.export import write_export
 from loan_default.services.decisions.ids import decided_at_of, valid_decision_id
 from loan_default.services.decisions.migrate import upgrade_engine
 from loan_default.services.decisions.outcomes import (
+    FeatureColumns,
     JoinedOutcomes,
     Outcome,
     OutcomeColumns,
@@ -337,6 +338,19 @@ class DecisionStore:
                 )
             )
         )
+
+    def iter_feature_columns(
+        self, start: datetime, end: datetime, *, page_size: int = 50_000
+    ) -> Iterator[FeatureColumns]:
+        """The recorded inputs of the decisions of [start, end), a page of numpy columns at a
+        time, in time order (the report's PSI over time)."""
+        pages = outcome_store.iter_features(self.engine, start, end, page_size=page_size)
+        while True:
+            with self._translated():
+                page = next(pages, None)
+            if page is None:
+                return
+            yield page
 
     def export(
         self, start: datetime, end: datetime, out_path: Path, *, escape_formulas: bool = True
