@@ -13,6 +13,7 @@ import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import Depends, FastAPI
 from loguru import logger
@@ -26,6 +27,7 @@ from loan_default.api.schemas import ErrorEnvelope, JSONBytes
 from loan_default.api.v1 import batch, health, model, monitoring, predict
 from loan_default.api.v1 import decisions as decision_routes
 from loan_default.api.v1 import outcomes as outcome_routes
+from loan_default.core.clock import Clock, utc_now
 from loan_default.core.config import Settings, get_settings
 from loan_default.core.logging import AccessLog, configure_logging
 from loan_default.model.bundle import ModelBundle
@@ -57,6 +59,7 @@ def create_app(
     dispatcher: Dispatcher | None = None,
     decisions: DecisionRecorder | None = None,
     challenger: Challenger | None = None,
+    clock: Clock = utc_now,
 ) -> FastAPI:
     """Build the app from its collaborators.
 
@@ -68,6 +71,9 @@ def create_app(
     `challenger`: the shadow model; by default CHALLENGER_ALIAS followed in the registry (none
     when the setting is empty, or when `model_service` is given). It scores in the decision
     writer's thread, never in the answer.
+    `clock`: when decisions are made (a prediction's `decided_at`, a batch job's `created_at`)
+    and where the performance window ends; the wall clock by default, a fake one in the
+    simulated-year test. A given `decisions` recorder keeps its own.
     """
     settings = settings or get_settings()
     configure_logging(settings)
@@ -91,9 +97,9 @@ def create_app(
         app.state.model_service = service
         app.state.drift = drift
         app.state.decisions = decisions or await run_in_threadpool(
-            DecisionRecorder.from_settings, settings
+            partial(DecisionRecorder.from_settings, settings, now=clock)
         )
-        app.state.performance = PerformanceMonitor(settings, app.state.decisions)
+        app.state.performance = PerformanceMonitor(settings, app.state.decisions, now=clock)
         app.state.performance.start()
         # a given model service (tests, embedding) comes with its challenger or none
         shadow = challenger or (
@@ -182,7 +188,10 @@ def create_app(
             router, prefix=API_PREFIX, dependencies=[Depends(authorize)], responses=AUTH_ERRORS
         )
     app.state.batch = batch.BatchState.build(
-        settings, dispatcher=dispatcher, drift=lambda: getattr(app.state, "drift", None)
+        settings,
+        dispatcher=dispatcher,
+        drift=lambda: getattr(app.state, "drift", None),
+        now=clock,
     )
 
     if settings.cors_origin_list:

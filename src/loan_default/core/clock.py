@@ -1,9 +1,27 @@
-"""Timestamps as the API writes them: ISO 8601, UTC, millisecond precision, `Z` suffix."""
+"""Timestamps as the API writes them (ISO 8601, UTC, millisecond precision, `Z` suffix), and the
+clock that stamps decisions.
+
+`Clock` is the one seam for the time a decision is made at: the recorder (a single prediction's
+`decided_at`), the batch service (a job's `created_at`, hence its rows' decision ids) and the
+performance monitor (the end of its trailing window) each take one, `utc_now` by default, and
+`create_app(clock=...)` hands the same one to all three. The simulated-year test
+(`tests/test_simulated_year.py`) advances a fake clock month by month through it. `utc_now` is a
+`functools.partial` of `datetime.now`, a C-level call: production pays no Python frame for the
+seam.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
+from typing import Final, TypeAlias
+
+Clock: TypeAlias = Callable[[], datetime]
+"""Returns the current time as an aware UTC datetime."""
+
+utc_now: Final[Clock] = partial(datetime.now, UTC)
 
 
 def utc_iso(ts: float | None = None) -> str:

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 from loguru import logger
 
-from loan_default.core.clock import utc_iso
+from loan_default.core.clock import Clock, utc_iso, utc_now
 from loan_default.core.config import Settings
 from loan_default.services import metrics
 from loan_default.services.decisions.outcomes import JoinedOutcomes
@@ -151,8 +151,12 @@ def publish(report: PerformanceReport) -> None:
 class PerformanceMonitor:
     """Computes reports from the decision store and keeps the gauges fresh."""
 
-    def __init__(self, settings: Settings, recorder: DecisionRecorder) -> None:
+    def __init__(
+        self, settings: Settings, recorder: DecisionRecorder, *, now: Clock = utc_now
+    ) -> None:
+        """`now` ends the trailing window when none is given (the decisions' clock)."""
         self.settings = settings
+        self.now = now
         self.recorder = recorder
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -168,7 +172,7 @@ class PerformanceMonitor:
         store = self.recorder.store
         if store is None:
             return None
-        end = end or datetime.now(UTC)
+        end = end or self.now()
         start = start or end - timedelta(days=self.settings.performance_window_days)
         joined = store.outcomes_joined(start, end, model_version=model_version)
         return build_report(joined, start=start, end=end, settings=self.settings)

@@ -25,6 +25,7 @@ from starlette.responses import Response, StreamingResponse
 from loan_default.api.deps import require_json, require_scope
 from loan_default.api.schemas import Envelope, ErrorEnvelope, JSONBytes
 from loan_default.api.v1 import batch_docs
+from loan_default.core.clock import Clock, utc_now
 from loan_default.core.config import Settings
 from loan_default.core.errors import InvalidInput, ServiceUnavailable
 from loan_default.core.keys import SCORE
@@ -64,13 +65,14 @@ class BatchState:
         *,
         dispatcher: batch_service.Dispatcher | None,
         drift: Callable[[], batch_service.DriftSink | None],
+        now: Clock = utc_now,
     ) -> BatchState:
         """No I/O: the Redis client connects on first use."""
         store = batch_service.store_from_settings(settings)
         service = None
         if store is not None and dispatcher is not None:
             service = batch_service.BatchService(
-                settings=settings, store=store, dispatcher=dispatcher, drift=drift
+                settings=settings, store=store, dispatcher=dispatcher, drift=drift, now=now
             )
         return cls(settings=settings, service=service, dispatcher=dispatcher)
 

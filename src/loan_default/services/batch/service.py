@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from loan_default.core.clock import utc_iso
+from loan_default.core.clock import Clock, utc_iso, utc_now
 from loan_default.core.config import Settings
 from loan_default.core.errors import NotFound, ServiceUnavailable
 from loan_default.features import build_matrix
@@ -58,8 +58,12 @@ class BatchService:
         store: JobStore,
         dispatcher: Dispatcher,
         drift: Callable[[], DriftSink | None] | None = None,
+        now: Clock = utc_now,
     ) -> None:
+        """`now` is when a job is submitted: its `created_at`, which its rows' decision ids and
+        `decided_at` carry. The result TTL runs on the wall clock (it is Redis's)."""
         self.settings = settings
+        self.now = now
         self.store = store
         self.dispatcher = dispatcher
         self._drift = drift
@@ -149,14 +153,13 @@ class BatchService:
         n = int(raw.shape[0])
         size = self.settings.batch_chunk_size
         starts = list(range(0, n, size))
-        now = time.time()
         record = JobRecord(
             job_id=job_id,
             kind=kind,
             total=n,
             chunk_sizes=[min(size, n - s) for s in starts],
-            created_at=now,
-            expires_at=now + ttl,
+            created_at=self.now().timestamp(),
+            expires_at=time.time() + ttl,
             skipped=skipped,
             row_errors=row_errors or [],
             filename=filename,

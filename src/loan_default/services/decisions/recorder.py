@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Final, Literal
 
 from loguru import logger
 
+from loan_default.core.clock import Clock, utc_now
 from loan_default.core.config import Settings
 from loan_default.services import metrics
 from loan_default.services.decisions.batches import DecisionBatch
@@ -40,7 +40,11 @@ class DecisionRecorder:
         *,
         opener: Callable[[], DecisionStore] | None = None,
         store_type: str = "off",
+        now: Clock = utc_now,
     ) -> None:
+        """`now` stamps each prediction's `decided_at` (and so its id); a batch chunk carries its
+        job's time instead (`DecisionBatch.created_at`)."""
+        self.now = now
         self.mode: Mode = mode if (store is not None or opener is not None) else "off"
         self.store = store if self.mode != "off" else None
         self.store_type = store.type if store is not None else store_type
@@ -53,22 +57,26 @@ class DecisionRecorder:
             ).start()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> DecisionRecorder:
+    def from_settings(cls, settings: Settings, *, now: Clock = utc_now) -> DecisionRecorder:
         """The store named by DECISION_STORE_URL, migrated to head. A store that cannot be
         reached at start-up is opened by a background thread as soon as it answers (until then
         `required` answers 503 and `best_effort` serves unrecorded): no restart needed."""
         mode: Mode = settings.decision_recording
         if mode == "off":
-            return cls(None, "off")
+            return cls(None, "off", now=now)
         kind = "postgresql" if settings.decision_store_url.startswith("postgres") else "sqlite"
         try:
-            return cls(DecisionStore.from_settings(settings), mode)
+            return cls(DecisionStore.from_settings(settings), mode, now=now)
         except DecisionStoreUnavailable:
             logger.error(
                 "decision store unreachable at start-up; retrying every {} s", REOPEN_INTERVAL_S
             )
             return cls(
-                None, mode, opener=lambda: DecisionStore.from_settings(settings), store_type=kind
+                None,
+                mode,
+                opener=lambda: DecisionStore.from_settings(settings),
+                store_type=kind,
+                now=now,
             )
 
     def _open_until_up(self) -> None:
@@ -111,7 +119,7 @@ class DecisionRecorder:
         if store is None:
             self._lost("predict", 1)
             return None
-        decided_at = whole_ms(datetime.now(UTC))
+        decided_at = whole_ms(self.now())
         decision_id = new_decision_id(decided_at)
         features = result.features_used
         record = DecisionRecord(
