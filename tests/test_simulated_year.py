@@ -20,7 +20,6 @@ lower income raising the risk is the -1 direction).
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
 import re
 import shutil
@@ -297,20 +296,62 @@ def _challenger_is(app: FastAPI, version: str) -> bool:
     return bundle is not None and bool(bundle.version == version)
 
 
-# --- the report (built on another branch) ---------------------------------------------------------
-def report_hook(env_settings: Settings, tmp_path: Path, shift_months: list[str]) -> bool:
-    """HOOK for `loan-default report` (issue 14's report, built in parallel on its own branch):
-    once `loan_default.services.report` exists, the report of the simulated year must build and
-    name the shift months. Returns False (nothing checked) while the module is absent.
-    Adapt the call here if the merged CLI takes the window differently (--from/--to)."""
-    if importlib.util.find_spec("loan_default.services.report") is None:
-        return False
+# --- the report -------------------------------------------------------------------------------
+def check_report(app: FastAPI, tmp_path: Path, *, start: datetime, end: datetime) -> dict[str, Any]:
+    """The report of the year (built on its own branch, merged before this test): `loan-default
+    report` writes the page with every chart and every month, and its numbers show the shift:
+    realized vs expected default rate out of band from month 7, estimated only for the lagging
+    months, PSI of the inputs against production's training data up from month 7. Called while
+    v1 is production (the page's PSI reference is production's card). The CLI reads the
+    settings from the environment the caller set."""
+    from loan_default.services import report
+    from loan_default.services.report import data as report_data
+
     out = tmp_path / "report.html"
-    assert cli_main(["report", "--out", str(out)]) == 0
+    assert cli_main(["report", "--out", str(out), "--from", start.isoformat(),
+                     "--to", end.isoformat()]) == 0  # fmt: skip
     html = out.read_text()
-    for month in shift_months:
-        assert month in html, f"the report does not show the shift month {month}"
-    return True
+    for chart in report.CHART_IDS:
+        assert chart in html
+    months = [month_start(m).strftime("%Y-%m") for m in range(1, MONTHS + 1)]
+    for month in months:
+        assert month in html, f"the report does not show {month}"
+
+    state = app.state
+    store, bundle = state.decisions.store, state.model_service.bundle
+    gathered = report_data.gather(
+        joined=store.outcomes_joined(start, end),
+        features=store.iter_feature_columns(start, end),
+        card=bundle.card,
+        reference_version=bundle.version,
+        settings=state.settings,
+        start=start,
+        end=end,
+    )
+    assert list(gathered.months) == months
+    ratio = {
+        m: o / p
+        for m, o, p in zip(
+            range(1, 13), gathered.observed_rate, gathered.predicted_rate, strict=True
+        )
+        if o is not None and p
+    }
+    assert sorted(ratio) == list(range(1, MONTHS - LAG + 1))
+    assert all(0.8 <= ratio[m] <= 1.25 for m in ratio if m < SHIFT_MONTH), ratio
+    assert all(ratio[m] > 2.5 for m in ratio if m >= SHIFT_MONTH), ratio
+    lagging = gathered.expected_rate[MONTHS - LAG :]
+    assert all(r is not None for r in lagging)
+    psi = {c.name: c.y for c in gathered.psi}
+    calm_psi = max(max(v for v in ys[: SHIFT_MONTH - 1] if v is not None) for ys in psi.values())
+    shifted_psi = max(max(v for v in ys[SHIFT_MONTH - 1 :] if v is not None) for ys in psi.values())
+    assert shifted_psi > max(2 * calm_psi, 0.1), psi
+    return {
+        "bytes": len(html.encode()),
+        "observed_over_predicted": {m: round(v, 3) for m, v in ratio.items()},
+        "expected_rate_lagging": [round(r or 0.0, 4) for r in lagging],
+        "psi_max_calm": round(calm_psi, 4),
+        "psi_max_shifted": round(shifted_psi, 4),
+    }
 
 
 # --- the year -------------------------------------------------------------------------------------
@@ -502,6 +543,7 @@ def test_a_simulated_year(
     for name, value in cli_settings.model_dump().items():
         if value is not None and not isinstance(value, (dict, list)):
             monkeypatch.setenv(name.upper(), str(value))
+    report_figures = check_report(app, tmp_path, start=month_start(1), end=month_start(MONTHS + 1))
     capsys.readouterr()
     code = cli_main(["model", "promote", "challenger", "--if-better",
                      "--from", window["from"], "--to", window["to"]])  # fmt: skip
@@ -517,7 +559,6 @@ def test_a_simulated_year(
     r = client.post("/api/v1/predict", json=_body(population.raw[0]), headers=_headers())
     assert r.json()["data"]["model_version"] == challenger_version
 
-    shift_months = [month_start(m).strftime("%Y-%m") for m in range(SHIFT_MONTH, MONTHS + 1)]
     figures.update(
         oe={m: round(v, 3) for m, v in oe.items()},
         auc={m: round(v, 4) for m, v in auc.items()},
@@ -549,7 +590,7 @@ def test_a_simulated_year(
             for name in ("production", "challenger")
         },
         promotion=out.strip(),
-        report=report_hook(cli_settings, tmp_path, shift_months),
+        report=report_figures,
     )
     with capsys.disabled():
         print("\nSIMULATED YEAR", figures)
