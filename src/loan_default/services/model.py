@@ -98,8 +98,11 @@ class ModelService:
         bundle: ModelBundle | None = None,
         optional: bool = False,
         on_error: Callable[[str], None] | None = None,
+        alias: str | None = None,
     ) -> None:
         self.settings = settings
+        #: The alias followed, for the log lines (production and the challenger log apart).
+        self.alias = alias
         #: An optional alias (the challenger): when it is removed from the registry the loaded
         #: version is dropped, where production keeps serving its last version.
         self.optional = optional
@@ -147,6 +150,7 @@ class ModelService:
             load_version=lambda v: registry.load_bundle(v, alias=followed),
             optional=optional,
             on_error=on_error,
+            alias=followed,
         )
 
     # --- state ---------------------------------------------------------------------------
@@ -256,7 +260,8 @@ class ModelService:
             except Exception as exc:
                 if self.last_check_ok is not False:
                     logger.warning(
-                        "model registry unreachable ({}: {}); keeping the current model",
+                        "model registry unreachable (@{}, {}: {}); keeping the current model",
+                        self.alias,
                         type(exc).__name__,
                         exc,
                     )
@@ -264,7 +269,7 @@ class ModelService:
                 self._failed("registry_unreachable")
                 return False
             if self.last_check_ok is False:
-                logger.info("model registry reachable again")
+                logger.info("model registry reachable again (@{})", self.alias)
             self.last_check_ok = True
             current = self._bundle
             if version is None and self.optional and current is not None:
