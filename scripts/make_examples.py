@@ -170,6 +170,37 @@ def record(base: str) -> str:
         b'"referense": "APP-2026-000418"}',
     )
 
+    rec.heading(
+        "Outcomes and performance",
+        "Months later you learn who defaulted: report it, and the service measures the model on "
+        "what really happened (realized) and, for decisions still waiting, estimates it.",
+    )
+    aj = {**audit, "Content-Type": "application/json"}
+    rec.call(
+        "Reporting an outcome by reference (and one for an unknown application)",
+        "POST",
+        "/api/v1/outcomes",
+        headers=aj,
+        body=b'{"outcomes": [{"reference": "APP-2026-000417", "defaulted": true, '
+        b'"observed_at": "2026-11-30"}, {"reference": "APP-1999-000001", "defaulted": false, '
+        b'"observed_at": "2026-11-30"}]}',
+    )
+    rec.call(
+        "A contradicting outcome (409, nothing recorded)",
+        "POST",
+        "/api/v1/outcomes",
+        headers=aj,
+        body=b'{"outcomes": [{"reference": "APP-2026-000417", "defaulted": false, '
+        b'"observed_at": "2026-12-01"}]}',
+    )
+    rec.call(
+        "Realized and estimated performance",
+        "GET",
+        "/api/v1/monitoring/performance",
+        headers=audit,
+        max_chars=2500,
+    )
+
     rec.heading("Errors", "Always the envelope `success/error/message/detail`; never a 500.")
     rec.call(
         "Missing key (401)",
