@@ -14,6 +14,10 @@ the parse of a `--rows`-row CSV upload (`parse_outcomes_csv`), which the file ro
 
 PostgreSQL runs in a fresh database `dec_bench_<hex>` (dropped afterwards); it is skipped when
 nothing answers at `--pg-url`. SQLite runs in a temp directory with synchronous=FULL.
+
+`--http`: end to end instead, the way a lender sends a month: a `--rows`-row CSV by decision id
+posted to `POST /api/v1/outcomes/file` of a real `loan-default serve` (1 worker, ENVIRONMENT=
+production, a `--rows`-decision SQLite store seeded first, not timed); upload to 200, rows/s.
 """
 
 from __future__ import annotations
@@ -116,13 +120,64 @@ def parse_csv(rows: int) -> None:
     assert len(parsed) == rows
 
 
+def http_upload(rows: int) -> None:
+    """POST a `rows`-row outcome CSV to a real server and time it to the 200."""
+    import os
+
+    import httpx
+    from batch_stack import free_port
+    from bench_api import KEY, VENV_BIN, server
+
+    created = datetime(2026, 5, 12, 9, 30, tzinfo=UTC)
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'd.db'}"
+        store = DecisionStore.from_url(url)
+        fill(store, "bench-outcomes", rows, created)
+        store.close()
+        ids = batch_decision_ids("bench-outcomes", created, 0, rows)
+        body = (
+            "decision_id,defaulted,observed_at\n"
+            + "".join(f"{d},{i % 2},2026-06-30T12:00:00Z\n" for i, d in enumerate(ids))
+        ).encode()
+        port = free_port()
+        env = {
+            **os.environ,
+            "ENVIRONMENT": "production",
+            "API_KEYS": f"{KEY}:outcomes",
+            "DECISION_STORE_URL": url,
+            "RATE_LIMIT_PER_MINUTE": "1000000",
+            "LOG_LEVEL": "WARNING",
+        }
+        base = f"http://127.0.0.1:{port}"
+        cmd = [str(VENV_BIN / "loan-default"), "serve", "--port", str(port), "--workers", "1"]
+        with server(cmd, env, f"{base}/healthz", Path(tmp) / "server.log"):
+            t0 = time.perf_counter()
+            r = httpx.post(
+                f"{base}/api/v1/outcomes/file",
+                files={"file": ("june.csv", body, "text/csv")},
+                headers={"X-API-Key": KEY},
+                timeout=600,
+            )
+            dt = time.perf_counter() - t0
+        assert r.status_code == 200, r.text[:500]
+        assert r.json()["data"]["inserted"] == rows, r.json()
+        print(
+            f"HTTP: POST /api/v1/outcomes/file, {rows:,} rows ({len(body) / 1e6:.0f} MB) -> 200 "
+            f"in {dt:.2f} s, {rows / dt:,.0f} rows/s (SQLite, 1 uvicorn worker)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--reference-rows", type=int, default=100_000)
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--only", choices=["sqlite", "postgresql"])
+    parser.add_argument("--http", action="store_true", help="end to end through a real server")
     args = parser.parse_args()
+    if args.http:
+        http_upload(args.rows)
+        return
     parse_csv(args.rows)
     if args.only != "postgresql":
         with tempfile.TemporaryDirectory() as tmp:
