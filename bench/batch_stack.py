@@ -50,8 +50,17 @@ def tree_pids(pid: int) -> list[int]:
 
 
 class Stack:
-    def __init__(self, *, workers: int, chunk_size: int = 50_000, store: Path | None = None):
+    def __init__(
+        self,
+        *,
+        workers: int,
+        chunk_size: int = 50_000,
+        store: Path | None = None,
+        decision_store_url: str | None = None,
+    ):
         self.tmp = Path(tempfile.mkdtemp(prefix="loan-batch-bench-"))
+        #: Where every scored row is recorded (default: a SQLite file of this run's own).
+        self.decision_store_url = decision_store_url or f"sqlite:///{self.tmp / 'decisions.db'}"
         self.workers_n = workers
         self.chunk_size = chunk_size
         self.store = store
@@ -81,6 +90,7 @@ class Stack:
                 "BATCH_CHUNK_SIZE": str(self.chunk_size),
                 "MAX_UPLOAD_BYTES": str(200_000_000),
                 "PYTHONUNBUFFERED": "1",
+                "DECISION_STORE_URL": self.decision_store_url,
             }
         )
         return env

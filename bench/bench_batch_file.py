@@ -1,17 +1,20 @@
 """End-to-end throughput of a 1,000,000-row CSV: upload -> SUCCESS -> results.csv downloaded.
 
-Usage: `.venv/bin/python bench/bench_batch_file.py [--rows 1000000] [--workers 2] [--store DIR]`
+Usage: `.venv/bin/python bench/bench_batch_file.py [--rows 1000000] [--workers 2] [--store DIR]
+[--decisions sqlite|postgresql]`
 
 Starts a private redis-server, a temp trained MLflow store (unless --store), the API and two
 Celery worker processes (`loan-default worker --pool solo`, one per core), writes a portfolio CSV
 with an id column, then times the upload (202), the scoring (polling every 50 ms) and the
 streamed download of results.csv, checks the output row count and ids, and prints rows/s and the
 peak RSS of each worker and of the API. Target: >= 100,000 rows/s end to end.
+`--decisions postgresql` records every row in a fresh PostgreSQL database (issue 13's target).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from batch_stack import Stack, peak_rss_mib
+from bench_decision_store import pg_database
 
 
 def write_portfolio(path: Path, n: int) -> None:
@@ -40,9 +44,31 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--chunk-size", type=int, default=50_000)
     ap.add_argument("--store", type=Path, help="an MLflow store dir with a promoted model")
+    ap.add_argument(
+        "--decisions",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="where every row's decision is recorded: a SQLite file of the run's own, or a fresh "
+        "PostgreSQL database on --pg-url (dropped afterwards)",
+    )
+    ap.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = ap.parse_args()
+    with contextlib.ExitStack() as resources:
+        decisions = None
+        if args.decisions == "postgresql":
+            decisions = resources.enter_context(pg_database(args.pg_url))
+            if decisions is None:
+                raise SystemExit(f"PostgreSQL does not answer at {args.pg_url}")
+        run(args, decisions)
 
-    with Stack(workers=args.workers, chunk_size=args.chunk_size, store=args.store) as stack:
+
+def run(args: argparse.Namespace, decisions: str | None) -> None:
+    with Stack(
+        workers=args.workers,
+        chunk_size=args.chunk_size,
+        store=args.store,
+        decision_store_url=decisions,
+    ) as stack:
         src = stack.tmp / "portfolio.csv"
         write_portfolio(src, args.rows)
         out = stack.tmp / "results.csv"
@@ -92,7 +118,7 @@ def main() -> None:
     n = args.rows
     print(
         f"batch file: {n:,} rows ({size_mb:.0f} MB CSV), {args.workers} worker processes, "
-        f"chunks of {args.chunk_size:,}, Redis broker"
+        f"chunks of {args.chunk_size:,}, Redis broker, every row recorded ({args.decisions})"
     )
     print(f"  upload + parse + validate + enqueue (202)  {t_upload:6.2f} s")
     print(f"  scored (SUCCESS observed)                  {t_scored - t_upload:6.2f} s")
