@@ -108,8 +108,12 @@ def _json_error(description: str) -> dict[str, Any]:
             "description": "one self-contained HTML page (inline SVG charts; renders offline)",
             "content": {"text/html": {"schema": {"type": "string"}}},
         },
+        # every error is the JSON envelope, not text/html (the router-wide 401/429 would be
+        # documented under this route's HTML media type otherwise: schemathesis ST105)
+        401: _json_error("no X-API-Key header"),
         403: _json_error("the key lacks the `audit` scope (or is not accepted)"),
         422: _json_error("`from`/`to` not ISO 8601, or from >= to"),
+        429: _json_error("rate limit exceeded (see Retry-After)"),
         503: _json_error("the decision record is not available"),
     },
     dependencies=[Depends(require_scope(AUDIT))],
