@@ -10,7 +10,7 @@ Fields added after schema 1 have defaults, so older cards still load (no schema 
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -86,6 +86,10 @@ class RiskBands(BaseModel):
         return self
 
 
+#: Bins of the score distribution a card records: ten equal-width bins of the probability.
+SCORE_EDGES: Final = tuple(i / 10 for i in range(11))
+
+
 class FeatureDistribution(BaseModel):
     """Training histogram of one feature: bin edges (len k+1) and proportions (len k)."""
 
@@ -116,6 +120,9 @@ class ModelCard(BaseModel):
     test_metrics: dict[str, float]
     cv_metrics: dict[str, float] = Field(default_factory=dict)
     training_distribution: dict[str, FeatureDistribution]
+    score_distribution: FeatureDistribution | None = None
+    """The calibrated probabilities of the training rows over `SCORE_EDGES` (what "scores now vs
+    training" compares with); None on cards written before it was recorded."""
     trained_at: str
     data_sha256: str
     git_commit: str = "unknown"

@@ -36,7 +36,7 @@ from loan_default.model.bundle import (
     export_onnx,
     save_bundle,
 )
-from loan_default.model.card import FeatureDistribution, ModelCard, RiskBands
+from loan_default.model.card import SCORE_EDGES, FeatureDistribution, ModelCard, RiskBands
 from loan_default.registry.client import Registry
 from loan_default.training import candidates as candidates_mod
 from loan_default.training.metrics import evaluate
@@ -71,6 +71,15 @@ def split(data: TrainingData) -> tuple[Any, Any, Any, Any]:
         stratify=data.y,
     )
     return parts
+
+
+def score_distribution(probabilities: npt.NDArray[np.floating[Any]]) -> FeatureDistribution:
+    """The training rows' calibrated probabilities over `SCORE_EDGES`, for the report's
+    "scores now vs training" (the served model's own scores, not the labels)."""
+    counts, _ = np.histogram(np.clip(probabilities, 0.0, 1.0), bins=np.asarray(SCORE_EDGES))
+    return FeatureDistribution(
+        edges=list(SCORE_EDGES), proportions=(counts / max(1, counts.sum())).tolist()
+    )
 
 
 def feature_distribution(matrix: npt.NDArray[np.float32]) -> dict[str, FeatureDistribution]:
@@ -319,6 +328,9 @@ def train(
             test_metrics=chosen.test_metrics,
             cv_metrics=chosen.cv,
             training_distribution=feature_distribution(X_tr),
+            score_distribution=score_distribution(
+                chosen.calibration.apply(np.asarray(booster.inplace_predict(X_tr), np.float64))
+            ),
             trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
             data_sha256=data.sha256,
             git_commit=commit,

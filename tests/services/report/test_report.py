@@ -11,7 +11,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from loan_default.features import FEATURE_NAMES
-from loan_default.model.card import FeatureDistribution, ModelCard
+from loan_default.model.card import SCORE_EDGES, FeatureDistribution, ModelCard
 from loan_default.services import drift
 from loan_default.services import report as report_service
 from loan_default.services.decisions import DecisionStore
@@ -182,3 +182,33 @@ def test_an_empty_window_still_renders_every_chart_with_a_note() -> None:
 )
 def test_nice_axis_tops(value: float, top: float) -> None:
     assert svg.nice_max(value) == pytest.approx(top)
+
+
+def test_scores_now_are_compared_with_the_training_scores_the_card_records(
+    seeded: Seeded,
+) -> None:
+    trained = [0.5, 0.2, 0.1, 0.08, 0.06, 0.03, 0.02, 0.005, 0.004, 0.001]
+    card = seeded.card.model_copy(
+        update={
+            "score_distribution": FeatureDistribution(edges=list(SCORE_EDGES), proportions=trained)
+        }
+    )
+    data = _gather(seeded, card=card)
+    reference, latest = data.scores
+    assert reference.name == "training (v1)"
+    assert reference.y == tuple(trained)
+    assert latest.name.startswith("2026-06")
+    last = seeded.at.astype("datetime64[M]") == np.datetime64("2026-06")
+    now = drift.bin_proportions(seeded.p[last], list(SCORE_EDGES))
+    assert latest.y == pytest.approx(tuple(now), abs=1e-12)
+    assert data.score_note == f"PSI against training {drift.psi(trained, now):.3f}"
+
+
+@pytest.mark.integration
+def test_training_records_the_score_distribution(bundle) -> None:  # type: ignore[no-untyped-def]
+    recorded = bundle.card.score_distribution
+    assert recorded is not None
+    assert recorded.edges == list(SCORE_EDGES)
+    assert sum(recorded.proportions) == pytest.approx(1.0)
+    # most applicants of the data set are far from default: the first bin holds most of them
+    assert recorded.proportions[0] > 0.8

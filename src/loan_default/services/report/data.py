@@ -9,9 +9,9 @@ Everything is per UTC month of decision time over [start, end):
 - reliability: each version's 10-bin table from `realized_performance`;
 - ROC of production and challenger on the same observed decisions (those carrying an outcome
   *and* a challenger probability); production alone, said so, when there are none;
-- score distribution: the last month's probabilities vs a reference. The model card records no
-  training distribution of scores, so the reference is the first month of the window, and the
-  chart's caption says so.
+- score distribution: the last month's probabilities vs the training rows' scores the model card
+  records (`ModelCard.score_distribution`); a card written before it recorded them is compared
+  with the window's first month instead, and the chart's caption says so.
 """
 
 from __future__ import annotations
@@ -135,8 +135,13 @@ def _roc_curves(joined: JoinedOutcomes) -> tuple[tuple[Curve, ...], str | None]:
     return tuple(curves), "no challenger data: production alone"
 
 
-def _scores(joined: JoinedOutcomes) -> tuple[tuple[float, ...], tuple[Curve, ...], str]:
-    edges = np.linspace(0.0, 1.0, SCORE_BINS + 1)
+def _scores(
+    joined: JoinedOutcomes, card: ModelCard | None, version: str | None
+) -> tuple[tuple[float, ...], tuple[Curve, ...], str]:
+    """The latest month's scores against the training scores the card records, or, for a card
+    written before it recorded them, against the window's first month (said so in the note)."""
+    trained = card.score_distribution if card is not None else None
+    edges = np.asarray(trained.edges if trained else np.linspace(0.0, 1.0, SCORE_BINS + 1))
     if len(joined) == 0:
         return tuple(edges.tolist()), (), "no decisions in this window"
     months = joined.decided_at.astype("datetime64[M]")
@@ -145,10 +150,17 @@ def _scores(joined: JoinedOutcomes) -> tuple[tuple[float, ...], tuple[Curve, ...
     def share(rows: npt.NDArray[np.bool_]) -> FloatArray:
         return drift.bin_proportions(joined.probability[rows], edges.tolist())
 
-    ref, now = share(months == first), share(months == last)
+    now = share(months == last)
+    latest = Curve(f"{last} (latest month)", tuple(edges[:-1]), tuple(now.tolist()))
+    if trained is not None:
+        ref = np.asarray(trained.proportions, dtype=np.float64)
+        label = f"training{f' (v{version})' if version else ''}"
+        curves = (Curve(label, tuple(edges[:-1]), tuple(ref.tolist())), latest)
+        return tuple(edges.tolist()), curves, f"PSI against training {drift.psi(ref, now):.3f}"
+    ref = share(months == first)
     curves = (
         Curve(f"{first} (first month of the window)", tuple(edges[:-1]), tuple(ref.tolist())),
-        Curve(f"{last} (latest month)", tuple(edges[:-1]), tuple(now.tolist())),
+        latest,
     )
     note = (
         f"the model card records no training distribution of scores, so the reference is the "
@@ -207,7 +219,7 @@ def gather(
         if v.realized.count
     )
     roc, roc_note = _roc_curves(joined)
-    edges, scores, score_note = _scores(joined)
+    edges, scores, score_note = _scores(joined, card, reference_version)
     known = int(np.count_nonzero(joined.defaulted != NO_OUTCOME))
     return ReportData(
         start=start,
