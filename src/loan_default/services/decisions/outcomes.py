@@ -434,18 +434,11 @@ def iter_joined(
 ) -> Iterator[JoinedOutcomes]:
     """Pages of decisions with start <= decided_at < end (and of `model_version`), each joined
     to its outcome; one short query a page, keyed on the last id (as `queries.select_page`)."""
-    if start.tzinfo is None or end.tzinfo is None:
-        raise ValueError("start and end must be timezone-aware")
     t = decisions.c
     base = (
         sa.select(*_JOINED_COLUMNS)
         .select_from(decisions.outerjoin(outcomes, outcomes.c.decision_id == t.decision_id))
-        .where(
-            t.decision_id >= queries.id_floor(start),
-            t.decided_at >= start,
-            t.decision_id < queries.id_floor(end),
-            t.decided_at < end,
-        )
+        .where(*queries.in_window(start, end))
         .order_by(t.decision_id)
         .limit(page_size)
     )
@@ -504,17 +497,10 @@ def iter_features(
 ) -> Iterator[FeatureColumns]:
     """Pages of the feature columns of decisions with start <= decided_at < end (the PSI of
     recorded inputs against the training histograms reads these; five columns, not records)."""
-    if start.tzinfo is None or end.tzinfo is None:
-        raise ValueError("start and end must be timezone-aware")
     t = decisions.c
     base = (
         sa.select(t.decision_id, *(t[name] for name in FEATURE_NAMES))
-        .where(
-            t.decision_id >= queries.id_floor(start),
-            t.decided_at >= start,
-            t.decision_id < queries.id_floor(end),
-            t.decided_at < end,
-        )
+        .where(*queries.in_window(start, end))
         .order_by(t.decision_id)
         .limit(page_size)
     )

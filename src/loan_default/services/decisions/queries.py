@@ -64,6 +64,20 @@ def _aware(name: str, value: datetime | None) -> None:
         raise ValueError(f"{name} must be timezone-aware")
 
 
+def in_window(start: datetime | None, end: datetime | None) -> list[sa.ColumnElement[bool]]:
+    """[start, end) as conditions on `decisions` (an open side when None): each bound both on
+    the id (the primary-key range the index scans) and on `decided_at` (exact)."""
+    _aware("start", start)
+    _aware("end", end)
+    t = decisions.c
+    conditions: list[sa.ColumnElement[bool]] = []
+    if start is not None:
+        conditions += [t.decision_id >= id_floor(start), t.decided_at >= start]
+    if end is not None:
+        conditions += [t.decision_id < id_floor(end), t.decided_at < end]
+    return conditions
+
+
 def select_page(
     *,
     reference: str | None = None,
@@ -78,20 +92,14 @@ def select_page(
     order. `start` is inclusive and `end` exclusive, so consecutive ranges never share a row."""
     if not 1 <= limit <= MAX_LIMIT + 1:
         raise ValueError(f"limit must be 1..{MAX_LIMIT}")
-    _aware("start", start)
-    _aware("end", end)
     t = decisions.c
-    stmt = sa.select(decisions)
+    stmt = sa.select(decisions).where(*in_window(start, end))
     if reference is not None:
         stmt = stmt.where(t.reference == reference)
     if model_version is not None:
         stmt = stmt.where(t.model_version == model_version)
     if key_id is not None:
         stmt = stmt.where(t.key_id == key_id)
-    if start is not None:
-        stmt = stmt.where(t.decision_id >= id_floor(start), t.decided_at >= start)
-    if end is not None:
-        stmt = stmt.where(t.decision_id < id_floor(end), t.decided_at < end)
     if after is not None:
         stmt = stmt.where(t.decision_id > after)
     return stmt.order_by(t.decision_id).limit(limit)
@@ -110,13 +118,10 @@ CHALLENGER_COLUMNS: Final = (
 def select_challenger(*, start: datetime, end: datetime) -> sa.Select[tuple[object, ...]]:
     """The decisions of [start, end) that carry a challenger probability (their columns in
     CHALLENGER_COLUMNS order), in time order."""
-    _aware("start", start)
-    _aware("end", end)
     t = decisions.c
     return (
         sa.select(*(t[c] for c in CHALLENGER_COLUMNS))
-        .where(t.decision_id >= id_floor(start), t.decided_at >= start)
-        .where(t.decision_id < id_floor(end), t.decided_at < end)
+        .where(*in_window(start, end))
         .where(t.challenger_probability.is_not(None))
         .order_by(t.decision_id)
     )

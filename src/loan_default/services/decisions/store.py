@@ -315,6 +315,11 @@ class DecisionStore:
         pages = outcome_store.iter_joined(
             self.engine, start, end, model_version=model_version, page_size=page_size
         )
+        yield from self._translated_pages(pages)
+
+    def _translated_pages(self, pages: Iterator[T]) -> Iterator[T]:
+        """`pages` with each fetch's driver errors translated (`_translated`), not the
+        consumer's code between pages."""
         while True:
             with self._translated():
                 page = next(pages, None)
@@ -345,12 +350,7 @@ class DecisionStore:
         """The recorded inputs of the decisions of [start, end), a page of numpy columns at a
         time, in time order (the report's PSI over time)."""
         pages = outcome_store.iter_features(self.engine, start, end, page_size=page_size)
-        while True:
-            with self._translated():
-                page = next(pages, None)
-            if page is None:
-                return
-            yield page
+        yield from self._translated_pages(pages)
 
     def export(
         self, start: datetime, end: datetime, out_path: Path, *, escape_formulas: bool = True
