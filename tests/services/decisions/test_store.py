@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
+import psycopg2  # type: ignore[import-untyped]
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
@@ -92,6 +94,25 @@ def test_concurrent_records_share_commits(store: DecisionStore) -> None:
     commits = store.stats()["commits"] - before
     assert count(store) == 200
     assert commits <= 20, f"200 concurrent records took {commits} commits"
+
+
+def test_a_group_over_one_statement_is_written_whole_or_not_at_all(store: DecisionStore) -> None:
+    """The writer's group is one autocommit statement; past SQLite's rows per statement it is
+    several inside one transaction. A bad row anywhere leaves none of the group behind, and the
+    writer's connection works for the next group."""
+    from loan_default.services.decisions.codec import SQLITE_ROWS_PER_INSERT
+
+    n = SQLITE_ROWS_PER_INSERT * 2 + 7
+    group = [make_record(i) for i in range(n)]
+    bad = make_record(n)
+    object.__setattr__(bad, "key_id", None)  # NOT NULL: the database refuses it
+    with pytest.raises((sqlite3.IntegrityError, psycopg2.IntegrityError)):
+        store._writes.group([*group, bad])
+    assert count(store) == 0
+    store._writes.group(group)
+    assert count(store) == n
+    store._writes.group(group)  # a repeat writes nothing twice
+    assert count(store) == n
 
 
 def _seed(store: DecisionStore) -> list[DecisionRecord]:

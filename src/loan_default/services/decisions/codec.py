@@ -248,6 +248,19 @@ def sqlite_insert(dialect: Dialect) -> str:
     return f"INSERT INTO {TABLE} ({column_list(dialect)}) VALUES ({marks}) {_CONFLICT}"  # noqa: S608  # nosec B608 - schema identifiers, values bound
 
 
+#: Rows per multi-row SQLite INSERT: 500 x 21 columns stays far below SQLite's 32,766 bound
+#: variables (its default limit since 3.32).
+SQLITE_ROWS_PER_INSERT: Final = 500
+
+
+@lru_cache(maxsize=SQLITE_ROWS_PER_INSERT)
+def sqlite_insert_rows(dialect: Dialect, n: int) -> str:
+    """`sqlite_insert` for `n` rows in one statement (the group-commit writer's: one step)."""
+    row = "(" + ", ".join("?" for _ in COLUMNS) + ")"
+    values = ", ".join(row for _ in range(n))
+    return f"INSERT INTO {TABLE} ({column_list(dialect)}) VALUES {values} {_CONFLICT}"  # noqa: S608  # nosec B608 - schema identifiers, values bound
+
+
 @lru_cache(maxsize=8)
 def pg_insert_values(dialect: Dialect) -> str:
     """For psycopg2's `execute_values` (one statement for the whole group)."""

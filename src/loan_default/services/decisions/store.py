@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -48,6 +49,7 @@ from loan_default.services.decisions.engines import (
 )
 from loan_default.services.decisions.errors import DecisionStoreUnavailable
 from loan_default.services.decisions.export import write_export
+from loan_default.services.decisions.handover import LoopHandover
 from loan_default.services.decisions.ids import decided_at_of, valid_decision_id
 from loan_default.services.decisions.migrate import upgrade_engine
 from loan_default.services.decisions.outcomes import (
@@ -73,13 +75,6 @@ DEFAULT_RECORD_TIMEOUT_S: Final = 10.0
 _FRESH_S: Final = 5.0
 
 
-def _expire(fut: asyncio.Future[None], timeout_s: float) -> None:
-    if not fut.done():
-        fut.set_exception(
-            DecisionStoreUnavailable(f"the decision was not recorded within {timeout_s:g} s")
-        )
-
-
 class DecisionStore:
     """The decision record store; build it with `from_url` or `from_settings`."""
 
@@ -95,11 +90,16 @@ class DecisionStore:
         self.engine = engine
         self.type: StoreType = store_type(engine.url)
         self._record_timeout_s = record_timeout_s
+        self._max_batch = max_batch
+        self._linger_s = flush_interval_ms / 1000
         self._months_ahead = months_ahead
         self._probe_pool = ThreadPoolExecutor(1, thread_name_prefix="decision-probe")
         self._probe: Future[bool] | None = None
         self._probe_lock = threading.Lock()
         self._writes = WritePaths(engine)
+        self._handovers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopHandover] = (
+            weakref.WeakKeyDictionary()
+        )
         self._writer = GroupCommitWriter(
             self._writes.group,
             flush_interval_s=flush_interval_ms / 1000,
@@ -158,16 +158,19 @@ class DecisionStore:
         """Return once `record` is committed (with the records of concurrent callers), or raise
         `DecisionStoreUnavailable` (store down, or no commit within the record timeout).
 
-        The timeout is one timer handle, not `asyncio.wait_for` (which wraps the future and costs
-        several times more on a path every prediction takes)."""
+        The record goes over with the other records of this event loop (`handover`): one
+        wake-up of the writer thread per group, one timeout timer per group."""
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        self._writer.submit(record, fut)
-        timer = loop.call_later(self._record_timeout_s, _expire, fut, self._record_timeout_s)
-        try:
-            await fut
-        finally:
-            timer.cancel()
+        handover = self._handovers.get(loop)
+        if handover is None:
+            handover = self._handovers[loop] = LoopHandover(
+                self._writer,
+                loop,
+                timeout_s=self._record_timeout_s,
+                max_ticket=self._max_batch,
+                linger_s=self._linger_s,
+            )
+        await handover.submit(record)
 
     def record_sync(self, record: DecisionRecord) -> None:
         """`record` for threads without an event loop; the same group commit."""

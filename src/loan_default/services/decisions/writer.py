@@ -8,6 +8,10 @@ more, writes them in one transaction and then wakes every waiter. While one grou
 next one gathers, so groups grow with load and a lone request is not delayed. Async callers are
 woken with one `call_soon_threadsafe` per event loop per group, not one per record.
 
+Event loops hand over whole groups (`Ticket`, built by `handover.LoopHandover`): a loop keeps
+one group in flight and gathers the next on its own side, so the thread is woken once per group
+rather than once per record (each wake is a GIL hand-off the busy loop pays for).
+
 Failure: every waiter of a failed group gets `DecisionStoreUnavailable`, and the writer keeps
 running. For a short back-off after a failure (doubling, at most `MAX_BACKOFF_S`) new groups
 fail at once instead of each waiting out a dead server; the first group after it tries again,
@@ -36,6 +40,26 @@ from loan_default.services.decisions.records import DecisionRecord
 
 Waiter = asyncio.Future[None] | Future[None]
 Item = tuple[DecisionRecord, Waiter]
+#: One loop's wake-up: (future, error or None) pairs, then the tickets' `on_settled` callbacks.
+_Wake = tuple[list[tuple[asyncio.Future[None], str | None]], list[Callable[[], None]]]
+
+
+class Ticket:
+    """A group handed over by one event loop: its records and futures, and what to call on that
+    loop once they are settled (the loop then hands over its next group)."""
+
+    __slots__ = ("items", "loop", "on_settled")
+
+    def __init__(
+        self,
+        items: list[Item],
+        loop: asyncio.AbstractEventLoop,
+        on_settled: Callable[[], None],
+    ) -> None:
+        self.items = items
+        self.loop = loop
+        self.on_settled = on_settled
+
 
 #: PEP 249's classes for "the database, not the data": SQLite's covers locked, read-only, full
 #: and missing files; psycopg2's covers refused and lost connections, cancels and lock timeouts.
@@ -94,10 +118,12 @@ class GroupCommitWriter:
         self._maintain = maintain
         self._maintain_every_s = maintain_every_s
         self._next_maintenance = time.monotonic() + maintain_every_s
-        self._queue: queue.SimpleQueue[Item | object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Item | Ticket | object] = queue.SimpleQueue()
         self._backoff_s = 0.0
         self._down_until = 0.0
         self._closed = False
+        self._wakes: dict[asyncio.AbstractEventLoop, _Wake] = {}
+        """Per event loop, what the group being settled will tell it (`_wake_loops`)."""
         self.commits = 0
         """Transactions committed (a group is one; the tests compare it with records)."""
         self.records = 0
@@ -123,6 +149,11 @@ class GroupCommitWriter:
             raise DecisionStoreUnavailable("the decision store is closed")
         self._queue.put((record, waiter))
 
+    def submit_ticket(self, ticket: Ticket) -> None:
+        if self._closed:
+            raise DecisionStoreUnavailable("the decision store is closed")
+        self._queue.put(ticket)
+
     def retry_now(self) -> None:
         """End the back-off early (a health probe saw the store answer again)."""
         self._down_until = 0.0
@@ -143,8 +174,12 @@ class GroupCommitWriter:
             first = q.get()
             if first is _STOP:
                 break
-            batch: list[Item] = [first]  # type: ignore[list-item]
-            deadline = time.monotonic() + self._flush_interval_s
+            batch: list[Item] = []
+            tickets: list[Ticket] = []
+            self._take(first, batch, tickets)
+            # a loop's ticket has gathered (and lingered) on its own side already
+            linger = 0.0 if tickets else self._flush_interval_s
+            deadline = time.monotonic() + linger
             while len(batch) < self._max_batch:
                 try:
                     item = q.get_nowait()
@@ -159,10 +194,30 @@ class GroupCommitWriter:
                 if item is _STOP:
                     stopping = True
                     break
-                batch.append(item)  # type: ignore[arg-type]
+                self._take(item, batch, tickets)
             self._commit(self._prepared(batch))
+            self._wake_loops(tickets)
             self._maybe_maintain()
         self._drain()
+
+    @staticmethod
+    def _take(entry: object, batch: list[Item], tickets: list[Ticket]) -> None:
+        if isinstance(entry, Ticket):
+            batch.extend(entry.items)
+            tickets.append(entry)
+        else:
+            batch.append(entry)  # type: ignore[arg-type]
+
+    def _wake_loops(self, tickets: list[Ticket]) -> None:
+        """One `call_soon_threadsafe` per event loop for the whole group: it settles the loop's
+        futures, then runs its tickets' `on_settled` (which hand over the loop's next group)."""
+        wakes = self._wakes
+        for ticket in tickets:
+            wakes.setdefault(ticket.loop, ([], []))[1].append(ticket.on_settled)
+        self._wakes = {}
+        for loop, (outcomes, callbacks) in wakes.items():
+            with contextlib.suppress(RuntimeError):  # the loop closed while its callers waited
+                loop.call_soon_threadsafe(_wake, outcomes, callbacks)
 
     def _prepared(self, batch: list[Item]) -> list[Item]:
         prepare = self.prepare
@@ -178,15 +233,17 @@ class GroupCommitWriter:
     def _drain(self) -> None:
         """Fail whatever was queued after the stop (a caller racing `close`)."""
         left: list[Item] = []
+        tickets: list[Ticket] = []
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is not _STOP:
-                left.append(item)  # type: ignore[arg-type]
+                self._take(item, left, tickets)
         if left:
             self._fail(left, "the decision store is closed")
+        self._wake_loops(tickets)
 
     def _commit(self, batch: list[Item]) -> None:
         if time.monotonic() < self._down_until:
@@ -236,27 +293,29 @@ class GroupCommitWriter:
         except Exception:  # maintenance must never stop the writer; the next hour retries
             logger.exception("decision store maintenance failed")
 
-    @staticmethod
-    def _settle(batch: list[Item], error: str | None) -> None:
-        loops: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    def _settle(self, batch: list[Item], error: str | None) -> None:
+        """Settle thread callers' futures now; note async ones for `_wake_loops` (a group
+        retried record by record settles in parts, and its loops are still woken once)."""
+        wakes = self._wakes
         for _, waiter in batch:
             if isinstance(waiter, asyncio.Future):
-                loops.setdefault(waiter.get_loop(), []).append(waiter)
+                wakes.setdefault(waiter.get_loop(), ([], []))[0].append((waiter, error))
             elif not waiter.done():
                 if error is None:
                     waiter.set_result(None)
                 else:
                     waiter.set_exception(DecisionStoreUnavailable(error))
-        for loop, futures in loops.items():
-            with contextlib.suppress(RuntimeError):  # the loop closed while its callers waited
-                loop.call_soon_threadsafe(_wake, futures, error)
 
 
-def _wake(futures: list[asyncio.Future[None]], error: str | None) -> None:
-    for fut in futures:
+def _wake(
+    outcomes: list[tuple[asyncio.Future[None], str | None]], callbacks: list[Callable[[], None]]
+) -> None:
+    for fut, error in outcomes:
         if fut.done():  # cancelled: the caller timed out or went away
             continue
         if error is None:
             fut.set_result(None)
         else:
             fut.set_exception(DecisionStoreUnavailable(error))
+    for callback in callbacks:
+        callback()
