@@ -341,7 +341,7 @@ def test_realized_both_models_on_the_same_observed_decisions() -> None:
     from sklearn.metrics import brier_score_loss, roc_auc_score
 
     from loan_default.services.challenger_report import realized_both
-    from loan_default.services.decisions.outcomes import JoinedOutcomes
+    from loan_default.services.decisions.outcome_reads import JoinedOutcomes
 
     rng = np.random.default_rng(5)
     n = 3_000

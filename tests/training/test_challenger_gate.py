@@ -11,7 +11,7 @@ import pytest
 
 from loan_default.cli import main as cli_main
 from loan_default.registry.client import Registry, RegistryError
-from loan_default.services.decisions.outcomes import JoinedOutcomes
+from loan_default.services.decisions.outcome_reads import JoinedOutcomes
 from loan_default.training.challenger_gate import live_gate, promote_challenger
 from tests.conftest import make_settings
 

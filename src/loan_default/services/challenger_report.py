@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from loan_default.services.decisions.outcomes import JoinedOutcomes
+from loan_default.services.decisions.outcome_reads import JoinedOutcomes
 from loan_default.services.decisions.records import iso_utc
 from loan_default.services.performance import realized_performance
 

@@ -25,7 +25,7 @@ from loguru import logger
 from loan_default.core.clock import Clock, utc_iso, utc_now
 from loan_default.core.config import Settings
 from loan_default.services import metrics
-from loan_default.services.decisions.outcomes import JoinedOutcomes
+from loan_default.services.decisions.outcome_reads import JoinedOutcomes
 from loan_default.services.decisions.recorder import DecisionRecorder
 from loan_default.services.performance import (
     ESTIMATED_AUC_BELOW_GATE,

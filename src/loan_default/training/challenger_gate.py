@@ -22,7 +22,7 @@ import numpy as np
 
 from loan_default.core.config import Settings
 from loan_default.registry.client import Registry, RegistryError
-from loan_default.services.decisions.outcomes import JoinedOutcomes
+from loan_default.services.decisions.outcome_reads import JoinedOutcomes
 from loan_default.training.metrics import evaluate
 from loan_default.training.pipeline import (
     GateDecision,

@@ -15,7 +15,7 @@ from loan_default.model.card import SCORE_EDGES, FeatureDistribution, ModelCard
 from loan_default.services import drift
 from loan_default.services import report as report_service
 from loan_default.services.decisions import DecisionStore
-from loan_default.services.decisions.outcomes import FeatureColumns, JoinedOutcomes
+from loan_default.services.decisions.outcome_reads import FeatureColumns, JoinedOutcomes
 from loan_default.services.performance import realized_performance
 from loan_default.services.report import data as report_data
 from loan_default.services.report import svg

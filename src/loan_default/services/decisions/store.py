@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from loan_default.services.decisions import outcome_reads, partitions, queries, retention
 from loan_default.services.decisions import outcomes as outcome_store
-from loan_default.services.decisions import partitions, queries
 from loan_default.services.decisions.batches import DecisionBatch
 from loan_default.services.decisions.engines import (
     DEFAULT_BUSY_TIMEOUT_S,
@@ -52,15 +52,10 @@ from loan_default.services.decisions.export import write_export
 from loan_default.services.decisions.handover import LoopHandover
 from loan_default.services.decisions.ids import decided_at_of, valid_decision_id
 from loan_default.services.decisions.migrate import upgrade_engine
-from loan_default.services.decisions.outcomes import (
-    FeatureColumns,
-    JoinedOutcomes,
-    Outcome,
-    OutcomeColumns,
-    OutcomeResult,
-)
+from loan_default.services.decisions.outcome_reads import FeatureColumns, JoinedOutcomes
+from loan_default.services.decisions.outcomes import Outcome, OutcomeColumns, OutcomeResult
 from loan_default.services.decisions.records import DecisionRecord
-from loan_default.services.decisions.schema import decisions, outcomes
+from loan_default.services.decisions.schema import decisions
 from loan_default.services.decisions.writer import GroupCommitWriter, is_unavailable
 from loan_default.services.decisions.writes import WritePaths
 
@@ -315,7 +310,7 @@ class DecisionStore:
     ) -> Iterator[JoinedOutcomes]:
         """Decisions of [start, end) joined to their outcomes (`defaulted` -1 when none yet),
         a page of numpy columns at a time, in time order."""
-        pages = outcome_store.iter_joined(
+        pages = outcome_reads.iter_joined(
             self.engine, start, end, model_version=model_version, page_size=page_size
         )
         yield from self._translated_pages(pages)
@@ -352,7 +347,7 @@ class DecisionStore:
     ) -> Iterator[FeatureColumns]:
         """The recorded inputs of the decisions of [start, end), a page of numpy columns at a
         time, in time order (the report's PSI over time)."""
-        pages = outcome_store.iter_features(self.engine, start, end, page_size=page_size)
+        pages = outcome_reads.iter_features(self.engine, start, end, page_size=page_size)
         yield from self._translated_pages(pages)
 
     def export(
@@ -366,47 +361,8 @@ class DecisionStore:
     # --- retention and health ----------------------------------------------------------------
     def purge(self, older_than: datetime) -> int:
         """Remove records decided before `older_than`, and their outcomes; returns how many
-        records. PostgreSQL drops the partitions whose month ends by then (and deletes no row
-        from any other); SQLite deletes rows in short transactions so the writer is never
-        locked out for long."""
-        if older_than.tzinfo is None:
-            raise ValueError("older_than must be timezone-aware")
-        if self.type == "postgresql":
-            removed = partitions.drop_partitions_before(self.engine, older_than)[0]
-            # every decision before the cutoff's month is gone with its partition
-            self._purge_outcomes(partitions.month_start(older_than))
-            return removed
-        removed = 0
-        at = decisions.c.decided_at
-        # the id range finds them on the primary key (ids begin with their time, see queries)
-        old = sa.and_(decisions.c.decision_id < queries.id_floor(older_than), at < older_than)
-        victims: sa.Select[tuple[Any]] = (
-            sa.select(sa.literal_column("rowid")).where(old).limit(10_000)
-        )
-        stmt = sa.delete(decisions).where(sa.literal_column("rowid").in_(victims.scalar_subquery()))
-        while True:
-            with self.engine.begin() as conn:
-                n = conn.execute(stmt).rowcount
-            removed += n
-            if n == 0:
-                self._purge_outcomes(older_than)
-                return removed
-
-    def _purge_outcomes(self, decided_before: datetime) -> int:
-        """Delete the outcomes of decisions made before `decided_before` (purged already): one
-        range of the outcomes' key, ids being time-ordered; in short transactions as above."""
-        floor = queries.id_floor(decided_before)
-        victims = (
-            sa.select(outcomes.c.decision_id).where(outcomes.c.decision_id < floor).limit(10_000)
-        )
-        stmt = sa.delete(outcomes).where(outcomes.c.decision_id.in_(victims.scalar_subquery()))
-        removed = 0
-        while True:
-            with self.engine.begin() as conn:
-                n = conn.execute(stmt).rowcount
-            removed += n
-            if n == 0:
-                return removed
+        records (`retention.purge`)."""
+        return retention.purge(self.engine, self.type, older_than)
 
     def _ping(self) -> bool:
         with self.engine.connect() as conn:

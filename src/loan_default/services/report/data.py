@@ -28,7 +28,7 @@ from loan_default.core.config import Settings
 from loan_default.features import FEATURE_NAMES
 from loan_default.model.card import FeatureDistribution, ModelCard
 from loan_default.services import drift
-from loan_default.services.decisions.outcomes import FeatureColumns, JoinedOutcomes
+from loan_default.services.decisions.outcome_reads import FeatureColumns, JoinedOutcomes
 from loan_default.services.performance import NO_OUTCOME, realized_performance
 from loan_default.services.performance_monitor import PerformanceReport, build_report
 
