@@ -1,6 +1,6 @@
 """Outcomes read back: decisions of a time range joined to their outcomes, and their inputs.
 
-`iter_joined` / `outcomes_joined` (and `iter_features` for the recorded inputs) walk decisions
+`iter_joined` (and `iter_features` for the recorded inputs) walk decisions
 of a time range in id order with keyset pages (no transaction held between pages), each joined
 to its outcome, as numpy columns: no pandas and no per-row objects beyond the driver's tuples.
 The monitoring (realized performance, the challenger's comparison, the report) reads these.
@@ -121,20 +121,6 @@ def _keyset(
         if len(rows) < page_size:
             return
         after = str(rows[-1][0])
-
-
-def outcomes_joined(
-    engine: Engine,
-    start: datetime,
-    end: datetime,
-    *,
-    model_version: str | None = None,
-    page_size: int = 50_000,
-) -> JoinedOutcomes:
-    """Every page of `iter_joined` as one set of arrays."""
-    return JoinedOutcomes.concat(
-        list(iter_joined(engine, start, end, model_version=model_version, page_size=page_size))
-    )
 
 
 @dataclass(frozen=True, slots=True)

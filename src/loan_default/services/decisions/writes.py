@@ -123,15 +123,10 @@ class WritePaths:
 
     # --- statements --------------------------------------------------------------------------
     def _insert(self, db: Any, data: Sequence[codec.Row]) -> int:
+        """SQLite's bulk insert (PostgreSQL's bulk paths COPY)."""
         cur = db.cursor()
         try:
-            if self.type == "sqlite":
-                cur.executemany(codec.sqlite_insert(self.engine.dialect), data)
-            else:
-                from psycopg2.extras import execute_values  # type: ignore[import-untyped]
-
-                sql = codec.pg_insert_values(self.engine.dialect)
-                execute_values(cur, sql, data, page_size=len(data))
+            cur.executemany(codec.sqlite_insert(self.engine.dialect), data)
             return int(cur.rowcount)
         finally:
             cur.close()
@@ -141,7 +136,7 @@ class WritePaths:
         cur = db.cursor()
         try:
             if self.type != "sqlite":
-                from psycopg2.extras import execute_values
+                from psycopg2.extras import execute_values  # type: ignore[import-untyped]
 
                 sql = codec.pg_insert_values(self.engine.dialect)
                 execute_values(cur, sql, data, page_size=len(data))
