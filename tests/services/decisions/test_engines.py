@@ -48,6 +48,8 @@ def test_sqlite_connections_get_wal_and_the_chosen_synchronous(
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == level
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 2500
+            # commits never checkpoint (checkpoint.WalCheckpointer does, on its own thread)
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
     finally:
         engine.dispose()
     assert (tmp_path / "new" / "dir" / "d.db").exists()

@@ -4,7 +4,8 @@ with its inputs, the model that made it and what it answered, for audit and adve
 One module a job: `ids` (time-ordered decision ids), `records` (the record), `batches` (a
 chunk's decisions as columns), `schema` (the table), `migrations` + `migrate` (Alembic, run from
 code), `engines` (URLs, SQLite/PostgreSQL connection settings), `codec` / `pgcopy` (decisions
-as rows and as binary COPY, idempotent insert SQL), `writer` (group commit), `writes` (the write
+as rows and as binary COPY, idempotent insert SQL), `writer` (group commit), `checkpoint`
+(SQLite's WAL checkpoints, off the commit path), `writes` (the write
 transactions and the partition retry), `partitions` (PostgreSQL monthly partitions and
 retention), `queries` (filters and keyset paging), `export` (CSV/Parquet) and `store` (the
 `DecisionStore` that ties them together).

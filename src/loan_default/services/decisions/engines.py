@@ -11,6 +11,9 @@ SQLite (the embedded default) gets WAL and an explicit `synchronous` on every co
   loss can roll back (the database stays consistent). "Durable before answered" is the promise,
   and group commit pays one fsync per group, not per record, so FULL is the default; NORMAL is
   for disks whose fsync costs milliseconds and deployments that accept that window.
+* `wal_autocheckpoint=0`: no commit checkpoints the log itself; `checkpoint.WalCheckpointer`
+  does it on a thread of its own, so a checkpoint's copy and fsync never hold up a group of
+  waiting predictions.
 * `busy_timeout`: several processes (uvicorn workers, batch workers) share one file and take
   turns at the write lock; a writer waits this long before the store reports itself unavailable.
 
@@ -102,6 +105,7 @@ def _sqlite_engine(url: URL, *, synchronous: Synchronous, busy_timeout_s: float)
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+            cur.execute("PRAGMA wal_autocheckpoint=0")  # checkpoint.WalCheckpointer does it
         finally:
             cur.close()
 

@@ -39,6 +39,7 @@ from sqlalchemy.engine import Connection, Engine
 from loan_default.services.decisions import outcome_reads, partitions, queries, retention
 from loan_default.services.decisions import outcomes as outcome_store
 from loan_default.services.decisions.batches import DecisionBatch
+from loan_default.services.decisions.checkpoint import WalCheckpointer
 from loan_default.services.decisions.engines import (
     DEFAULT_BUSY_TIMEOUT_S,
     StoreType,
@@ -101,6 +102,7 @@ class DecisionStore:
             max_batch=max_batch,
             maintain=self._maintain if self.type == "postgresql" else None,
         )
+        self._checkpointer = WalCheckpointer(engine) if self.type == "sqlite" else None
 
     @classmethod
     def from_url(
@@ -416,6 +418,8 @@ class DecisionStore:
         """Commit what is queued, stop the writer and release the connections."""
         self._writer.close()
         self._writes.close()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self._probe_pool.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
 
