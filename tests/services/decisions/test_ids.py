@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -59,3 +61,19 @@ def test_bad_inputs_are_refused() -> None:
     assert not ids.valid_decision_id(str(uuid.uuid4()))
     assert not ids.valid_decision_id(ids.new_decision_id().upper())
     assert not ids.valid_decision_id("x" * 36)
+
+
+@pytest.mark.integration
+def test_the_package_exports_lazily_and_completely() -> None:
+    """`loan-default` imports `decisions.commands` through the package for every command line:
+    that must not load the store (SQLAlchemy, Arrow), and every exported name must resolve."""
+    code = (
+        "import sys, loan_default.services.decisions.commands\n"
+        "assert 'loan_default.services.decisions.store' not in sys.modules\n"
+        "assert 'sqlalchemy' not in sys.modules\n"
+        "import loan_default.services.decisions as d\n"
+        "for name in d.__all__: getattr(d, name)\n"
+        "assert set(d.__all__) == set(d._HOMES)\n"
+        "try:\n    d.missing\nexcept AttributeError:\n    pass\nelse:\n    raise SystemExit(1)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
