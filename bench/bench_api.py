@@ -113,6 +113,9 @@ def http_bench(args: argparse.Namespace) -> None:
         "API_KEYS": KEY,
         "RATE_LIMIT_PER_MINUTE": "1000000000",
         "MODEL_RELOAD_INTERVAL_S": "30",
+        # the service path alone (and nothing written into the checkout's var/): what recording
+        # costs is bench/bench_recording.py's figure, on vs off side by side
+        "DECISION_RECORDING": "off",
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     results: dict[str, dict[str, float]] = {}
@@ -249,7 +252,12 @@ def inprocess_bench() -> None:
     from loan_default.services.drift import DriftMonitor
     from loan_default.services.model import ModelService
 
-    settings = Settings(environment="production", api_keys=KEY, rate_limit_per_minute=10**9)
+    settings = Settings(
+        environment="production",
+        api_keys=KEY,
+        rate_limit_per_minute=10**9,
+        decision_recording="off",  # one call at a time would wait for one commit each
+    )
     configure_logging(settings)
     bundle = Registry(settings).load_alias()
     if bundle is None:
