@@ -2,14 +2,16 @@
 
 Why: by default SQLite checkpoints inside the commit that pushes the log past 1,000 pages, so
 about once a second under load one group's commit also copies the log into the database file
-and fsyncs it. Every prediction waiting on that group waits for the checkpoint too: measured
-with `bench/bench_recording.py` (SQLite FULL, 1 worker, 16 connections) p99 went from 45 ms to
-22 ms once the writer stopped checkpointing. So every store connection is opened with
-`wal_autocheckpoint=0` (`engines`), and this thread runs `wal_checkpoint(PASSIVE)` every
-`interval_s` on its own connection. A PASSIVE checkpoint takes no write lock: the writer keeps
-committing to the log meanwhile, and SQLite starts the log over at the next commit once a
-checkpoint has copied all of it (as with automatic checkpoints, an open reader can hold that
-back until it finishes). On close, one last checkpoint empties the log (`TRUNCATE`).
+and fsyncs it. Every prediction waiting on that group waits for the checkpoint too. Measured
+with `bench/bench_recording.py` (SQLite FULL, 1 worker, 16 connections): p99 45 -> 22 ms side by
+side in one run with checkpoints simply off, and 136 ms before vs 12-14 ms with this thread in
+runs the same day (DESIGN.md, "Recording decisions in the request path"). So every store
+connection is opened with `wal_autocheckpoint=0` (`engines`), and this thread runs
+`wal_checkpoint(PASSIVE)` every `interval_s` on its own connection. A PASSIVE checkpoint takes
+no write lock: the writer keeps committing to the log meanwhile, and SQLite starts the log over
+at the next commit once a checkpoint has copied all of it (as with automatic checkpoints, an
+open reader can hold that back until it finishes). On close, one last checkpoint empties the
+log (`TRUNCATE`).
 
 Several processes on one file (uvicorn workers, batch workers) each run one; only one
 checkpoint runs at a time (SQLite's checkpoint lock) and a busy one is simply tried again at the
