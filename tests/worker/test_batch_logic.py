@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from loan_default.core.clock import utc_iso
 from loan_default.core.config import Settings
 from loan_default.core.errors import InvalidInput, NotFound, ServiceUnavailable
+from loan_default.model.bundle import Scores
 from loan_default.services import batch as bs
+from loan_default.services.batch import codec
 from loan_default.services.challenger import Challenger, sampled
 from loan_default.services.decisions import DecisionStore, batch_decision_ids
 from loan_default.services.decisions.ids import from_unix_s
@@ -605,3 +609,31 @@ def test_batch_rows_record_the_challengers_probability(
     items = svc.status(sub.job_id, owner=OWNER, limit=1000)["results"]
     assert [i["probability"] for i in items] == expected.tolist()
     decisions.close()
+
+
+@pytest.mark.unit
+def test_reasons_are_encoded_once_per_distinct_list_and_read_back_per_row() -> None:
+    """The codec encodes each distinct code list once per chunk; every row still gets exactly
+    its own reasons, in the JSON result items and in results.csv (the per-row forms)."""
+    texts = {"A": "a text", "B": "b text", "C": "c text"}
+    codes = [("A", "B"), (), ("A", "B"), ("C",), (), ("B", "A")]
+    n = len(codes)
+    reasons = codec.reasons_json(codes, texts.__getitem__, n)
+    assert reasons == [
+        json.dumps([{"code": c, "text": texts[c]} for c in row]) if row else "[]" for row in codes
+    ]
+    assert reasons[0] is reasons[2]  # shared, not re-encoded
+    assert codec.reasons_json([], texts.__getitem__, 3) == ["[]"] * 3
+
+    scores = Scores(
+        probability=np.linspace(0.1, 0.9, n),
+        prediction=np.array([1, 0, 1, 1, 0, 1], dtype=np.int8),
+        risk_code=np.zeros(n, dtype=np.uint8),
+    )
+    raw = np.column_stack([np.ones(n), np.full(n, 1000.0), np.full(n, 20_000.0)])
+    items = codec.result_items(raw, scores, reasons)
+    assert [[r["code"] for r in it["reasons"]] for it in items] == [list(c) for c in codes]
+    columns = pa.table({"loan_id": [f"L{i}" for i in range(n)]})
+    text = codec.chunk_csv(columns=columns, scores=scores, header=True, reasons=reasons).decode()
+    got = [row["reason_codes"] for row in csv.DictReader(io.StringIO(text))]
+    assert got == [";".join(c) for c in codes]

@@ -120,6 +120,15 @@ class _Parsed(dict[str, list[Any]]):
         return value
 
 
+class _Joined(dict[str, str]):
+    """Reasons JSON -> its codes joined with `;` (results.csv), each distinct text once."""
+
+    def __missing__(self, why: str) -> str:
+        value = "" if why == _NO_REASONS else ";".join(r["code"] for r in json.loads(why))
+        self[why] = value
+        return value
+
+
 def encode_scores(scores: Scores, reasons: Sequence[str] | None = None) -> bytes:
     columns: dict[str, Any] = {
         "probability": np.asarray(scores.probability, dtype=np.float64),
@@ -198,11 +207,8 @@ def chunk_csv(
         .append_column("default_risk", risk)
     )
     if reasons is not None:
-        joined: dict[str, str] = {_NO_REASONS: ""}
-        codes = [
-            joined.get(why) or joined.setdefault(why, ";".join(r["code"] for r in json.loads(why)))
-            for why in reasons
-        ]
+        joined = _Joined()
+        codes = [joined[why] for why in reasons]
         table = table.append_column("reason_codes", pa.array(codes, pa.string()))
     buf = io.BytesIO()
     pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=header, quoting_style="needed"))
