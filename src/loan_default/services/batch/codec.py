@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,8 @@ from loan_default.features import FEATURE_NAMES, RAW_FEATURES, RISK_LABELS, savi
 from loan_default.features.contract import REFERENCE
 from loan_default.model.bundle import Scores
 from loan_default.services.batch.csv_input import escape_formulas
+
+_T = TypeVar("_T")
 
 
 def table_to_ipc(table: Any) -> bytes:
@@ -111,22 +113,24 @@ def reasons_json(codes: Sequence[tuple[str, ...]], text: Any, n: int) -> list[st
     return out
 
 
-class _Parsed(dict[str, list[Any]]):
-    """Reasons JSON -> the parsed list, each distinct text parsed once."""
+class _PerText(dict[str, _T]):
+    """`fn(text)` for each distinct reasons text, computed once (rows share the result)."""
 
-    def __missing__(self, why: str) -> list[Any]:
-        value: list[Any] = [] if why == _NO_REASONS else json.loads(why)
-        self[why] = value
+    def __init__(self, fn: Callable[[str], _T]) -> None:
+        super().__init__()
+        self._fn = fn
+
+    def __missing__(self, why: str) -> _T:
+        value = self[why] = self._fn(why)
         return value
 
 
-class _Joined(dict[str, str]):
-    """Reasons JSON -> its codes joined with `;` (results.csv), each distinct text once."""
+def _parse_reasons(why: str) -> list[Any]:
+    return [] if why == _NO_REASONS else json.loads(why)
 
-    def __missing__(self, why: str) -> str:
-        value = "" if why == _NO_REASONS else ";".join(r["code"] for r in json.loads(why))
-        self[why] = value
-        return value
+
+def _joined_codes(why: str) -> str:
+    return ";".join(r["code"] for r in _parse_reasons(why))
 
 
 def encode_scores(scores: Scores, reasons: Sequence[str] | None = None) -> bytes:
@@ -163,7 +167,7 @@ def result_items(
     decision id, which the caller adds)."""
     features = np.column_stack([raw, saving_rate(raw[:, 1], raw[:, 2])]).tolist()
     risk = [RISK_LABELS[c] for c in scores.risk_code.tolist()]
-    parsed = _Parsed()  # rows with the same reasons share one (read-only) list
+    parsed = _PerText(_parse_reasons)  # rows with the same reasons share one (read-only) list
     return [
         {
             "prediction": pred,
@@ -207,7 +211,7 @@ def chunk_csv(
         .append_column("default_risk", risk)
     )
     if reasons is not None:
-        joined = _Joined()
+        joined = _PerText(_joined_codes)
         codes = [joined[why] for why in reasons]
         table = table.append_column("reason_codes", pa.array(codes, pa.string()))
     buf = io.BytesIO()

@@ -27,6 +27,8 @@ from typing import Any, Final
 from loguru import logger
 from sqlalchemy.engine import Engine
 
+from loan_default.services.decisions.engines import autocommit_connection
+
 #: Seconds between PASSIVE checkpoints: at ~2,000 records/s the log gains a few MB a second.
 CHECKPOINT_INTERVAL_S: Final = 1.0
 
@@ -50,10 +52,7 @@ class WalCheckpointer:
         while not self._stop.wait(self._interval_s):
             try:
                 if db is None:
-                    fairy = self._engine.raw_connection()
-                    db = fairy.dbapi_connection
-                    fairy.detach()  # ours for the thread's life, closed below
-                    db.isolation_level = None
+                    db = autocommit_connection(self._engine)  # the thread's, closed below
                 db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 self.checkpoints += 1
             except Exception as exc:  # a locked, missing or full file: try again next tick

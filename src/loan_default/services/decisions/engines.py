@@ -56,6 +56,20 @@ def store_type(url: URL) -> StoreType:
     return "postgresql" if url.get_backend_name() == "postgresql" else "sqlite"
 
 
+def autocommit_connection(engine: Engine) -> Any:
+    """A driver connection of its own, out of the pool (`detach`: never handed back to it in
+    autocommit), whose statements commit themselves: the group-commit writer's and the WAL
+    checkpointer's."""
+    fairy = engine.raw_connection()
+    db: Any = fairy.dbapi_connection
+    fairy.detach()
+    if store_type(engine.url) == "sqlite":
+        db.isolation_level = None
+    else:
+        db.autocommit = True
+    return db
+
+
 def create_store_engine(
     url: str | URL,
     *,

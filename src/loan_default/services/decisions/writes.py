@@ -31,7 +31,7 @@ from sqlalchemy.engine import Engine
 
 from loan_default.services.decisions import codec, partitions
 from loan_default.services.decisions.batches import DecisionBatch
-from loan_default.services.decisions.engines import store_type
+from loan_default.services.decisions.engines import autocommit_connection, store_type
 from loan_default.services.decisions.pgcopy import CopyStream
 from loan_default.services.decisions.records import DecisionRecord
 from loan_default.services.decisions.writer import dbapi_error
@@ -89,14 +89,7 @@ class WritePaths:
         autocommit, so its statements commit themselves (see `_insert_group`)."""
         db: Any = self._conn
         if db is None:
-            fairy = self.engine.raw_connection()
-            db = fairy.dbapi_connection
-            fairy.detach()  # never handed back to the pool in autocommit
-            if self.type == "sqlite":
-                db.isolation_level = None
-            else:
-                db.autocommit = True
-            self._conn = db
+            db = self._conn = autocommit_connection(self.engine)
         try:
             return write(db)
         except BaseException:
