@@ -69,6 +69,7 @@ def test_sigkilled_worker_mid_job_every_row_exactly_once(
         batch_chunk_size=100,
         celery_visibility_timeout_s=4,
         batch_task_time_limit_s=3,
+        batch_stall_s=3,  # a message lost as the worker took it (see the test below)
         decision_store_url=f"sqlite:///{tmp_path / 'decisions.db'}",
     )
     api = procs("api", settings)
@@ -102,6 +103,42 @@ def test_sigkilled_worker_mid_job_every_row_exactly_once(
             {"job": job},
         ).one()
     assert rows == distinct == numbers == n
+
+
+def test_a_chunk_message_lost_by_the_broker_is_sent_again(
+    trained_store: Path, tmp_path: Path, procs: Callable[..., Proc]
+) -> None:
+    """kombu pops a message (BRPOP) before it records it as unacknowledged: a worker killed in
+    between loses it for good, and the visibility timeout cannot bring it back. The workers'
+    stall sweep sends the chunk again once the job idles with an empty queue."""
+    settings = batch_settings(
+        trained_store,
+        tmp_path,
+        batch_chunk_size=100,
+        batch_stall_s=2,
+        decision_store_url=f"sqlite:///{tmp_path / 'decisions.db'}",
+    )
+    api = procs("api", settings)
+    n = 1_000
+    with httpx.Client(base_url=base_url(api), headers=HEADERS, timeout=30) as client:
+        job = _submit_portfolio(client, n)  # no worker yet: the ten chunk messages wait
+        broker = redis.Redis.from_url(settings.celery_broker_url)
+        try:
+            assert broker.llen(settings.celery_queue) == 10
+            assert broker.rpop(settings.celery_queue) is not None  # taken, never recorded
+        finally:
+            broker.close()
+        procs("worker", settings)
+        done = wait_job(client, job, timeout=60)
+        assert done["status"] == "SUCCESS"
+        assert done["completed"] == done["total"] == n
+        assert _csv_ids(client, job) == [f"id{i}" for i in range(n)]
+    with DecisionStore.from_url(settings.decision_store_url) as store, store.engine.connect() as c:
+        rows, distinct = c.execute(
+            sa.text("SELECT count(*), count(DISTINCT row) FROM decisions WHERE job_id = :job"),
+            {"job": job},
+        ).one()
+    assert rows == distinct == n
 
 
 def test_redis_restart_with_queued_jobs(

@@ -189,6 +189,9 @@ class Settings(BaseSettings):
     """Default and largest `limit` of one page of results in the job status response."""
     batch_task_time_limit_s: int = Field(default=120, ge=1)
     """Hard time limit of one chunk task (a 50,000-row chunk takes well under a second)."""
+    batch_stall_s: float = Field(default=60.0, gt=0)
+    """A job with no chunk begun for this long while the queue is empty has lost a chunk message
+    (a worker killed as it took it); the workers send its unscored chunks again."""
     batch_task_max_retries: int = Field(default=5, ge=0)
     """Retries (exponential back-off) for transient errors: model not loaded yet, store down."""
     worker_concurrency: int = Field(default=0, ge=0)

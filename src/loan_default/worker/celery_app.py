@@ -20,6 +20,7 @@ by `tasks` on `worker_process_init`.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, Final
 
@@ -107,17 +108,9 @@ class CeleryDispatcher:
 
     def broker_status(self) -> dict[str, Any]:
         """Broker reachability and queue depth (for /readyz; never raises)."""
-        import redis
-
         start = time.perf_counter()
         try:
-            client = redis.Redis.from_url(
-                self.app.conf.broker_url, socket_timeout=1, socket_connect_timeout=1
-            )
-            try:
-                queued = int(client.llen(self.queue))
-            finally:
-                client.close()
+            queued = self.queued()
         except Exception as exc:
             return {"type": "redis", "status": "unavailable", "error": type(exc).__name__}
         return {
@@ -131,11 +124,27 @@ class CeleryDispatcher:
         self.app.close()
 
     def dispatch(self, job_id: str, n_chunks: int) -> None:
+        self.redispatch(job_id, range(n_chunks))
+
+    def redispatch(self, job_id: str, chunks: Sequence[int]) -> None:
+        """Send these chunks of a job (all of them at submit; the lost ones from the sweep)."""
         with self.app.producer_or_acquire() as producer:
-            for i in range(n_chunks):
+            for i in chunks:
                 self.app.send_task(
                     SCORE_CHUNK_TASK, args=(job_id, i), queue=self.queue, producer=producer
                 )
+
+    def queued(self) -> int:
+        """Messages waiting in the chunk queue (raises when the broker is unreachable)."""
+        import redis
+
+        client = redis.Redis.from_url(
+            self.app.conf.broker_url, socket_timeout=1, socket_connect_timeout=1
+        )
+        try:
+            return int(client.llen(self.queue))
+        finally:
+            client.close()
 
 
 @lru_cache(maxsize=1)

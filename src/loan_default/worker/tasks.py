@@ -22,11 +22,12 @@ from loan_default.core.config import Settings, get_settings
 from loan_default.core.errors import ModelNotReady
 from loan_default.core.logging import configure_logging
 from loan_default.services import batch as batch_service
+from loan_default.services.batch.sweep import Redispatcher, sweep_stalled
 from loan_default.services.challenger import Challenger
 from loan_default.services.decisions.errors import DecisionStoreUnavailable
 from loan_default.services.decisions.recorder import DecisionRecorder
 from loan_default.services.model import ModelService
-from loan_default.worker.celery_app import SCORE_CHUNK_TASK
+from loan_default.worker.celery_app import SCORE_CHUNK_TASK, CeleryDispatcher
 
 #: How long a task waits for the model of a freshly started worker before retrying later.
 MODEL_WAIT_S = 30.0
@@ -43,20 +44,39 @@ class WorkerContext:
     store: batch_service.JobStore
     decisions: DecisionRecorder | None = None
     challenger: Challenger | None = None
+    broker: Redispatcher | None = None
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     def start_heartbeat(self) -> None:
-        """A daemon thread: the key lives while this process does (a SIGKILL stops it)."""
+        """A daemon thread: the key lives while this process does (a SIGKILL stops it). The
+        same thread runs the stall sweep (`services.batch.sweep`) when it is this worker's turn."""
 
         def run() -> None:
+            next_sweep = time.monotonic() + self.settings.batch_stall_s / 4
             while True:
                 try:
                     self.store.beat(self.worker_id, HEARTBEAT_TTL_S)
                 except Exception as exc:  # the store being down is reported elsewhere
                     logger.debug("heartbeat not written: {}", type(exc).__name__)
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + self.settings.batch_stall_s / 4
+                    self.sweep()
                 time.sleep(HEARTBEAT_S)
 
         threading.Thread(target=run, name="batch-heartbeat", daemon=True).start()
+
+    def sweep(self) -> dict[str, list[int]]:
+        """Re-send lost chunks of stalled jobs, if no other worker swept in this interval."""
+        if self.broker is None:
+            return {}
+        turn_s = max(1, round(self.settings.batch_stall_s / 4))
+        try:
+            if self.store.claim("stall-sweep", self.worker_id, turn_s) is not None:
+                return {}
+            return sweep_stalled(self.store, self.broker, stall_s=self.settings.batch_stall_s)
+        except Exception as exc:  # broker or store down: the next turn tries again
+            logger.warning("stall sweep skipped: {}", type(exc).__name__)
+            return {}
 
     def wait_for_model(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -89,6 +109,7 @@ def init_context(settings: Settings | None = None) -> WorkerContext:
             store=store,
             decisions=DecisionRecorder.from_settings(settings),
             challenger=challenger,
+            broker=CeleryDispatcher.from_settings(settings),
         )
         _Holder.context.start_heartbeat()
     return _Holder.context

@@ -70,6 +70,14 @@ class JobState:
     started: dict[int, str] = field(default_factory=dict)
     """chunk -> "unix time:worker id" of the last worker that began scoring it."""
 
+    def begun(self) -> dict[int, tuple[float, str]]:
+        """Chunks begun but not done: chunk -> (unix time begun, worker id)."""
+        return {
+            i: (float(ts), worker)
+            for i, (ts, _, worker) in ((i, m.partition(":")) for i, m in self.started.items())
+            if i not in self.done
+        }
+
     @property
     def completed(self) -> int:
         return sum(self.record.chunk_sizes[i] for i in self.done)

@@ -277,11 +277,7 @@ class BatchService:
         Redis hands such a chunk to another worker only once CELERY_VISIBILITY_TIMEOUT_S has
         passed since it was delivered.
         """
-        begun = {
-            i: (float(ts), worker)
-            for i, (ts, _, worker) in ((i, m.partition(":")) for i, m in state.started.items())
-            if i not in state.done
-        }
+        begun = state.begun()
         if not begun:
             return None
         alive = self.store.alive(sorted({w for _, w in begun.values()}))

@@ -1,7 +1,8 @@
 """The job store: Redis, shared by every API process and worker.
 
 Keys are `<prefix><job>:rec|:done|:fail|:run|:b:<name>`, all expiring with the job
-(`BATCH_RESULT_TTL_S`). Writing a chunk's result is a pure overwrite of the same bytes followed
+(`BATCH_RESULT_TTL_S`), and `<prefix>active`, the unfinished jobs by last activity (read by the
+stall sweep, `sweep.py`). Writing a chunk's result is a pure overwrite of the same bytes followed
 by an idempotent map insert, so a chunk scored twice (at-least-once delivery) still counts once.
 """
 
@@ -38,6 +39,9 @@ class JobStore(Protocol):
     def alive(self, worker_ids: Sequence[str]) -> set[str]: ...
     def claim(self, key: str, value: str, ttl_s: int) -> str | None: ...
     def release(self, key: str) -> None: ...
+    def track(self, job_id: str, at: float) -> None: ...
+    def stale(self, before: float, limit: int) -> list[tuple[str, float]]: ...
+    def untrack(self, job_id: str) -> None: ...
     def ping(self) -> None: ...
     def close(self) -> None: ...
 
@@ -45,13 +49,17 @@ class JobStore(Protocol):
 #: Most metrics events kept while no API process scrapes them (the oldest are dropped).
 MAX_PENDING_EVENTS = 100_000
 
-#: HSETNX the chunk's marker; the first time only, queue its metrics event. Returns 1 if new.
+#: HSETNX the chunk's marker; the first time only, queue its metrics event; once every chunk is
+#: done, stop tracking the job's activity. Returns 1 if new.
 _MARK_DONE = """
 local new = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 if new == 1 and ARGV[4] ~= '' then
   redis.call('RPUSH', KEYS[2], ARGV[4])
   redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1)
+end
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[6]) then
+  redis.call('ZREM', KEYS[3], ARGV[7])
 end
 return new
 """
@@ -69,6 +77,7 @@ class RedisJobStore:
         )
         self.prefix = prefix
         self._events_key = f"{prefix}metrics:batch"
+        self._active_key = f"{prefix}active"
         self._mark_done = self.client.register_script(_MARK_DONE)
 
     def _k(self, job_id: str, suffix: str) -> str:
@@ -91,6 +100,7 @@ class RedisJobStore:
             for name, data in blobs.items():
                 pipe.set(self._k(record.job_id, f"b:{name}"), data, ex=ttl)
             pipe.set(self._k(record.job_id, "rec"), record.model_dump_json(), ex=ttl)
+            pipe.zadd(self._active_key, {record.job_id: record.created_at})
             pipe.execute()
 
         self._call(run)
@@ -100,6 +110,7 @@ class RedisJobStore:
             keys = list(self.client.scan_iter(match=self._k(job_id, "*"), count=1000))
             if keys:
                 self.client.delete(*keys)
+            self.client.zrem(self._active_key, job_id)
 
         self._call(run)
 
@@ -153,8 +164,16 @@ class RedisJobStore:
             for name, data in blobs.items():
                 pipe.set(self._k(record.job_id, f"b:{name}"), data, ex=ttl)
             self._mark_done(
-                keys=[self._k(record.job_id, "done"), self._events_key],
-                args=[str(index), marker, ttl, event or "", MAX_PENDING_EVENTS],
+                keys=[self._k(record.job_id, "done"), self._events_key, self._active_key],
+                args=[
+                    str(index),
+                    marker,
+                    ttl,
+                    event or "",
+                    MAX_PENDING_EVENTS,
+                    record.n_chunks,
+                    record.job_id,
+                ],
                 client=pipe,
             )
             return bool(pipe.execute()[-1])
@@ -168,9 +187,13 @@ class RedisJobStore:
         return [_text(e) for e in popped or []]
 
     def set_failed(self, record: JobRecord, message: str) -> None:
-        self._call(
-            lambda: self.client.set(self._k(record.job_id, "fail"), message, ex=_ttl(record))
-        )
+        def run() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.set(self._k(record.job_id, "fail"), message, ex=_ttl(record))
+            pipe.zrem(self._active_key, record.job_id)
+            pipe.execute()
+
+        self._call(run)
 
     def mark_started(self, record: JobRecord, index: int, marker: str) -> None:
         key = self._k(record.job_id, "run")
@@ -207,6 +230,23 @@ class RedisJobStore:
 
     def release(self, key: str) -> None:
         self._call(lambda: self.client.delete(f"{self.prefix}idem:{key}"))
+
+    def track(self, job_id: str, at: float) -> None:
+        """Record `at` (unix time) as the job's last known activity."""
+        self._call(lambda: self.client.zadd(self._active_key, {job_id: at}))
+
+    def stale(self, before: float, limit: int) -> list[tuple[str, float]]:
+        """Up to `limit` tracked jobs with no activity recorded since `before`, oldest first."""
+        found = self._call(
+            lambda: self.client.zrangebyscore(
+                self._active_key, "-inf", before, start=0, num=limit, withscores=True
+            )
+        )
+        return [(_text(job), float(at)) for job, at in found]
+
+    def untrack(self, job_id: str) -> None:
+        """Stop watching a job (finished, failed or expired)."""
+        self._call(lambda: self.client.zrem(self._active_key, job_id))
 
     def ping(self) -> None:
         self._call(self.client.ping)
