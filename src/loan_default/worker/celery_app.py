@@ -11,7 +11,9 @@ On Redis, a message held by a worker that died entirely comes back after the tra
 `visibility_timeout`: it is `CELERY_VISIBILITY_TIMEOUT_S`, which the settings require to exceed
 `BATCH_TASK_TIME_LIMIT_S` (the longest a chunk may run), so a chunk still being scored is never
 handed out twice. The sweep that restores such messages runs every visibility_timeout / 10
-seconds (at most 10), instead of kombu's default of every 100 seconds.
+seconds (at most 10), instead of kombu's default of every 100 seconds. A message lost before
+kombu recorded it as delivered is not in that set: the workers' stall sweep
+(`services.batch.sweep`, `redispatch` below) sends its chunk again.
 
 Importing this module builds the app object only; the model is loaded in each worker process
 by `tasks` on `worker_process_init`.
