@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from loan_default.core.config import Settings
+from loan_default.services import batch as bs
 from tests.conftest import TEST_API_KEY, free_port, make_settings, redis_url
 
 HEADERS = {"X-API-Key": TEST_API_KEY}
@@ -24,6 +25,17 @@ HEADERS = {"X-API-Key": TEST_API_KEY}
 
 def unique_prefix() -> str:
     return f"test-batch-{uuid.uuid4().hex[:10]}:"
+
+
+@pytest.fixture
+def store() -> Iterator[bs.RedisJobStore]:
+    """The production job store on the test Redis, under a key prefix of this test's own."""
+    s = bs.RedisJobStore(redis_url(4), prefix=unique_prefix())
+    yield s
+    keys = list(s.client.scan_iter(match=s.prefix + "*", count=1000))
+    if keys:
+        s.client.delete(*keys)
+    s.close()
 
 
 def batch_settings(store: Path, tmp: Path, **overrides: Any) -> Settings:

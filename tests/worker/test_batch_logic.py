@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,8 @@ from loan_default.services.decisions import DecisionStore, batch_decision_ids
 from loan_default.services.decisions.ids import from_unix_s
 from loan_default.services.decisions.recorder import DecisionRecorder
 from loan_default.services.model import ModelService
-from tests.conftest import make_settings, redis_url
-from tests.worker.conftest import csv_bytes, unique_prefix
+from tests.conftest import make_settings
+from tests.worker.conftest import csv_bytes
 
 OWNER = "key-id-of-a"
 
@@ -70,17 +69,6 @@ class InlineDispatcher:
 @pytest.fixture
 def model(bundle: Any, trained_settings: Settings) -> ModelService:
     return ModelService(settings=trained_settings, bundle=bundle)
-
-
-@pytest.fixture
-def store() -> Iterator[bs.RedisJobStore]:
-    """The production job store on the test Redis, under a key prefix of this test's own."""
-    s = bs.RedisJobStore(redis_url(4), prefix=unique_prefix())
-    yield s
-    keys = list(s.client.scan_iter(match=s.prefix + "*", count=1000))
-    if keys:
-        s.client.delete(*keys)
-    s.close()
 
 
 def _service(

@@ -8,14 +8,12 @@ stand-in that records what would be sent; the real worker and broker are exercis
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 
 from loan_default.services import batch as bs
 from loan_default.services.batch.sweep import sweep_stalled
-from tests.conftest import redis_url
-from tests.worker.conftest import unique_prefix
 
 pytestmark = pytest.mark.integration
 
@@ -34,16 +32,6 @@ class Broker:
 
     def redispatch(self, job_id: str, chunks: Sequence[int]) -> None:
         self.sent.append((job_id, list(chunks)))
-
-
-@pytest.fixture
-def store() -> Iterator[bs.RedisJobStore]:
-    s = bs.RedisJobStore(redis_url(4), prefix=unique_prefix())
-    yield s
-    keys = list(s.client.scan_iter(match=s.prefix + "*", count=1000))
-    if keys:
-        s.client.delete(*keys)
-    s.close()
 
 
 def _job(store: bs.RedisJobStore, n_chunks: int) -> bs.JobRecord:
