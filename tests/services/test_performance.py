@@ -23,6 +23,7 @@ from sklearn.metrics import (
 
 from loan_default.core.config import Settings
 from loan_default.services import performance as perf
+from loan_default.services import performance_cohorts as pc
 from loan_default.services.drift import bin_proportions, psi
 from loan_default.training.metrics import expected_calibration_error
 
@@ -226,7 +227,7 @@ def test_covariate_shift_is_followed_and_does_not_alert() -> None:
     assert r.observed_default_rate is not None
     assert r.observed_default_rate > 0.05  # the shift is real: the rate more than doubled
     for metrics in (r, e):
-        assert perf.performance_alerts(metrics, min_auc=GATE_MIN_AUC, min_count=2_000) == []
+        assert pc.performance_alerts(metrics, min_auc=GATE_MIN_AUC, min_count=2_000) == []
 
 
 def test_concept_shift_is_invisible_to_estimates_but_visible_once_outcomes_arrive() -> None:
@@ -237,16 +238,16 @@ def test_concept_shift_is_invisible_to_estimates_but_visible_once_outcomes_arriv
     after = perf.realized_performance(y=y_after, p=p)
 
     # CBPE sees only p, and p did not move: it still reports the old performance
-    assert perf.performance_alerts(e, min_auc=GATE_MIN_AUC, min_count=2_000) == []
+    assert pc.performance_alerts(e, min_auc=GATE_MIN_AUC, min_count=2_000) == []
     assert e.expected_default_rate is not None
     assert after.observed_default_rate is not None
     assert after.observed_default_rate - e.expected_default_rate > 0.015
     # the outcomes show it: defaults ~1.6x what the model expected
     assert after.observed_expected_ratio is not None
     assert after.observed_expected_ratio > 1.5
-    assert perf.performance_alerts(before, min_auc=GATE_MIN_AUC, min_count=2_000) == []
-    assert perf.performance_alerts(after, min_auc=GATE_MIN_AUC, min_count=2_000) == [
-        perf.OBSERVED_EXPECTED_OUT_OF_BAND
+    assert pc.performance_alerts(before, min_auc=GATE_MIN_AUC, min_count=2_000) == []
+    assert pc.performance_alerts(after, min_auc=GATE_MIN_AUC, min_count=2_000) == [
+        pc.OBSERVED_EXPECTED_OUT_OF_BAND
     ]
 
 
@@ -255,19 +256,19 @@ def test_alerts_fire_on_auc_and_ratio_and_wait_for_min_count() -> None:
     y = np.array([1, 0, 1, 0] * 50)
     p = np.array([0.2, 0.3, 0.6, 0.1] * 50)  # AUC 0.625, observed 0.5 vs expected 0.3
     r = perf.realized_performance(y=y, p=p)
-    fired = perf.performance_alerts(r, min_auc=0.9, min_count=200)
-    assert fired == [perf.REALIZED_AUC_BELOW_GATE, perf.OBSERVED_EXPECTED_OUT_OF_BAND]
-    assert perf.performance_alerts(r, min_auc=0.9, min_count=201) == []
-    assert perf.performance_alerts(r, min_auc=0.6, oe_band=(0.5, 2.0), min_count=1) == []
+    fired = pc.performance_alerts(r, min_auc=0.9, min_count=200)
+    assert fired == [pc.REALIZED_AUC_BELOW_GATE, pc.OBSERVED_EXPECTED_OUT_OF_BAND]
+    assert pc.performance_alerts(r, min_auc=0.9, min_count=201) == []
+    assert pc.performance_alerts(r, min_auc=0.6, oe_band=(0.5, 2.0), min_count=1) == []
 
     e = perf.estimated_performance(p=[0.5] * 10)  # every pair ties: expected AUC 0.5
-    assert perf.performance_alerts(e, min_auc=0.9, min_count=10) == [perf.ESTIMATED_AUC_BELOW_GATE]
+    assert pc.performance_alerts(e, min_auc=0.9, min_count=10) == [pc.ESTIMATED_AUC_BELOW_GATE]
 
 
 def test_band_edges_do_not_alert() -> None:
     r = perf.realized_performance(y=[1, 0, 0, 0, 0], p=[0.16] * 5)  # 0.2 / 0.16 = 1.25
     assert r.observed_expected_ratio == pytest.approx(1.25)
-    assert perf.performance_alerts(r, min_auc=0.0, oe_band=(0.8, 1.25 + 1e-12), min_count=1) == []
+    assert pc.performance_alerts(r, min_auc=0.0, oe_band=(0.8, 1.25 + 1e-12), min_count=1) == []
 
 
 # --- cohorts -------------------------------------------------------------------------------------
@@ -279,7 +280,7 @@ def test_cohorts_by_version_and_utc_month() -> None:
     decided_at = start + rng.integers(0, 45 * 86_400_000, size=p.size).astype("timedelta64[ms]")
     labels = np.where(rng.random(p.size) < 0.25, perf.NO_OUTCOME, y)  # a quarter still pending
 
-    cohorts = perf.cohort_performance(
+    cohorts = pc.cohort_performance(
         versions=versions, decided_at=decided_at, y=labels, p=p, thresholds={"10": 0.3}
     )
 
@@ -301,7 +302,7 @@ def test_cohorts_by_version_and_utc_month() -> None:
 
 def test_cohort_month_is_utc_and_dict_is_json_ready() -> None:
     decided_at = np.array(["2024-01-31T23:59:59.999", "2024-02-01T00:00:00.000"], "datetime64[ms]")
-    cohorts = perf.cohort_performance(
+    cohorts = pc.cohort_performance(
         versions=["3", "3"], decided_at=decided_at, y=[1, perf.NO_OUTCOME], p=[0.4, 0.2]
     )
     body = _json([c.as_dict() for c in cohorts])
@@ -320,10 +321,10 @@ def test_cohort_input_checks() -> None:
 
     aware = np.array([datetime(2024, 1, 1, tzinfo=UTC)], dtype=object)
     with pytest.raises(TypeError, match="datetime64"):
-        perf.cohort_performance(versions=["1"], decided_at=aware, y=[0], p=[0.1])
+        pc.cohort_performance(versions=["1"], decided_at=aware, y=[0], p=[0.1])
     with pytest.raises(ValueError, match="pending"):
-        perf.cohort_performance(
+        pc.cohort_performance(
             versions=["1"], decided_at=np.array(["2024-01-01"], "datetime64[D]"), y=[2], p=[0.1]
         )
     empty = np.array([], "datetime64[ms]")
-    assert perf.cohort_performance(versions=[], decided_at=empty, y=[], p=[]) == []
+    assert pc.cohort_performance(versions=[], decided_at=empty, y=[], p=[]) == []

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from loan_default.core.versions import version_key
 from loan_default.services.decisions.outcome_reads import JoinedOutcomes
 from loan_default.services.decisions.records import iso_utc
 from loan_default.services.performance import realized_performance
@@ -73,8 +74,8 @@ def report(
         "from": iso_utc(start),
         "to": iso_utc(end),
         "count": n,
-        "production_versions": sorted({str(r[0]) for r in rows}, key=_version_key),
-        "challenger_versions": sorted(thresholds, key=_version_key),
+        "production_versions": sorted({str(r[0]) for r in rows}, key=version_key),
+        "challenger_versions": sorted(thresholds, key=version_key),
         "challenger_thresholds": thresholds,
         "agreement_count": int(known.sum()),
         "agreement_rate": float(agree.mean()) if agree.size else None,
@@ -82,10 +83,6 @@ def report(
         "spearman": spearman(production, challenger),
         "realized": realized() if realized is not None else None,
     }
-
-
-def _version_key(version: str) -> tuple[int, str]:
-    return (int(version), "") if version.isdigit() else (1 << 62, version)
 
 
 def realized_both(joined: JoinedOutcomes) -> dict[str, Any] | None:
@@ -98,7 +95,7 @@ def realized_both(joined: JoinedOutcomes) -> dict[str, Any] | None:
     return {
         "count": int(rows.sum()),
         "challenger_versions": sorted(
-            set(joined.challenger_version[rows].tolist()), key=_version_key
+            set(joined.challenger_version[rows].tolist()), key=version_key
         ),
         "production": realized_performance(y=y, p=joined.probability[rows]).as_dict(),
         "challenger": realized_performance(y=y, p=joined.challenger_probability[rows]).as_dict(),

@@ -24,21 +24,24 @@ from loguru import logger
 
 from loan_default.core.clock import Clock, utc_iso, utc_now
 from loan_default.core.config import Settings
+from loan_default.core.versions import version_key
 from loan_default.services import metrics
 from loan_default.services.decisions.outcome_reads import JoinedOutcomes
 from loan_default.services.decisions.recorder import DecisionRecorder
 from loan_default.services.performance import (
-    ESTIMATED_AUC_BELOW_GATE,
     NO_OUTCOME,
+    EstimatedPerformance,
+    RealizedPerformance,
+    estimated_performance,
+    realized_performance,
+)
+from loan_default.services.performance_cohorts import (
+    ESTIMATED_AUC_BELOW_GATE,
     OBSERVED_EXPECTED_OUT_OF_BAND,
     REALIZED_AUC_BELOW_GATE,
     CohortPerformance,
-    EstimatedPerformance,
-    RealizedPerformance,
     cohort_performance,
-    estimated_performance,
     performance_alerts,
-    realized_performance,
 )
 
 ALERTS = (REALIZED_AUC_BELOW_GATE, ESTIMATED_AUC_BELOW_GATE, OBSERVED_EXPECTED_OUT_OF_BAND)
@@ -90,7 +93,7 @@ def build_report(
     }
     band = (settings.performance_oe_band_low, settings.performance_oe_band_high)
     versions = []
-    for version in sorted(thresholds, key=_version_key):
+    for version in sorted(thresholds, key=version_key):
         rows = joined.model_version == version
         y, p = joined.defaulted[rows], joined.probability[rows]
         known = y != NO_OUTCOME
@@ -121,10 +124,6 @@ def build_report(
         thresholds=thresholds,
     )
     return PerformanceReport(start, end, tuple(versions), tuple(cohorts))
-
-
-def _version_key(version: str) -> tuple[int, int, str]:
-    return (0, int(version), "") if version.isdigit() else (1, 0, version)
 
 
 def publish(report: PerformanceReport) -> None:

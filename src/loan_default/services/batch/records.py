@@ -17,6 +17,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, Field
 
 from loan_default.core.errors import LoanDefaultError, ServiceUnavailable
+from loan_default.core.versions import version_key
 
 JobStatus = Literal["PENDING", "PROGRESS", "SUCCESS", "FAILURE"]
 
@@ -100,12 +101,8 @@ class JobState:
     @property
     def model_version(self) -> str | None:
         """Version that scored the rows; several (comma-joined) only if the alias moved mid-job."""
-        versions = sorted({m.partition(":")[2] for m in self.done.values()}, key=_version_key)
+        versions = sorted({m.partition(":")[2] for m in self.done.values()}, key=version_key)
         return ",".join(versions) if versions else None
-
-
-def _version_key(v: str) -> tuple[int, str]:
-    return (int(v), v) if v.isdigit() else (0, v)
 
 
 @dataclass(frozen=True, slots=True)
