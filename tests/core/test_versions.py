@@ -12,4 +12,3 @@ pytestmark = pytest.mark.unit
 def test_numbers_sort_as_numbers_and_names_after_them() -> None:
     versions = ["10", "champion", "9", "2", "b-test", "100"]
     assert sorted(versions, key=version_key) == ["2", "9", "10", "100", "b-test", "champion"]
-

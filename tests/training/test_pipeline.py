@@ -14,7 +14,8 @@ from mlflow.tracking import MlflowClient
 
 from loan_default.cli import main as cli_main
 from loan_default.registry.client import Registry, configure_tracking
-from loan_default.training.pipeline import GateDecision, gate, train
+from loan_default.training.gate import GateDecision, gate
+from loan_default.training.pipeline import train
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.integration

@@ -145,8 +145,9 @@ def import_bundle(settings: Settings, path: Path, *, promote: bool = False) -> I
     # Training's own helpers: the imported version is scored, logged and gated like a trained one.
     from loan_default.data.dataset import load_training_csv
     from loan_default.features import build_matrix
+    from loan_default.training.gate import decide_promotion
     from loan_default.training.metrics import evaluate
-    from loan_default.training.pipeline import decide_promotion, log_bundle_model, split
+    from loan_default.training.pipeline import log_bundle_model, split
 
     registry = Registry(settings)
     with tempfile.TemporaryDirectory(prefix="loan-default-import-") as tmp:

@@ -6,7 +6,7 @@ their observed outcomes, are the fairest comparison there is (both models, the s
 what really happened). So once at least CHALLENGER_MIN_OUTCOMES decisions decided by the current
 production version carry the challenger's probability *and* an outcome, the gate compares the
 two on exactly those rows; with fewer it falls back to the test-set gate training uses. Either
-way the rule is training's (`pipeline.below_minimums` and `pipeline.compare_with_production`),
+way the rule is training's (`gate.below_minimums` and `gate.compare_with_production`),
 so "better" means the same thing for a retrained, an imported and a challenger version.
 
 On promotion the challenger alias is removed: the new production version is no longer a
@@ -23,14 +23,9 @@ import numpy as np
 from loan_default.core.config import Settings
 from loan_default.registry.client import Registry, RegistryError
 from loan_default.services.decisions.outcome_reads import JoinedOutcomes
+from loan_default.training.gate import GateDecision, below_minimums, compare_with_production, gate
 from loan_default.training.metrics import evaluate
-from loan_default.training.pipeline import (
-    GateDecision,
-    below_minimums,
-    compare_with_production,
-    gate,
-    split,
-)
+from loan_default.training.pipeline import split
 
 
 @dataclass(frozen=True, slots=True)

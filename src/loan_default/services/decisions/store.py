@@ -23,11 +23,9 @@ A store starts a thread: make it after a fork (a Celery child's `worker_process_
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +49,7 @@ from loan_default.services.decisions.engines import (
 from loan_default.services.decisions.errors import DecisionStoreUnavailable
 from loan_default.services.decisions.export import write_export
 from loan_default.services.decisions.handover import LoopHandover
+from loan_default.services.decisions.health import StoreHealth
 from loan_default.services.decisions.ids import decided_at_of, valid_decision_id
 from loan_default.services.decisions.migrate import upgrade_engine
 from loan_default.services.decisions.outcome_reads import FeatureColumns, JoinedOutcomes
@@ -67,8 +66,6 @@ T = TypeVar("T")
 DEFAULT_FLUSH_INTERVAL_MS: Final = 0.0
 DEFAULT_MAX_BATCH: Final = 500
 DEFAULT_RECORD_TIMEOUT_S: Final = 10.0
-#: status(): a commit this recent (seconds) shows the store is up without probing it
-_FRESH_S: Final = 5.0
 
 
 class DecisionStore:
@@ -89,9 +86,6 @@ class DecisionStore:
         self._max_batch = max_batch
         self._linger_s = flush_interval_ms / 1000
         self._months_ahead = months_ahead
-        self._probe_pool = ThreadPoolExecutor(1, thread_name_prefix="decision-probe")
-        self._probe: Future[bool] | None = None
-        self._probe_lock = threading.Lock()
         self._writes = WritePaths(engine)
         self._handovers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopHandover] = (
             weakref.WeakKeyDictionary()
@@ -103,6 +97,7 @@ class DecisionStore:
             maintain=self._maintain if self.type == "postgresql" else None,
         )
         self._checkpointer = WalCheckpointer(engine) if self.type == "sqlite" else None
+        self._health = StoreHealth(engine, self.type, self._writer)
 
     @classmethod
     def from_url(
@@ -366,42 +361,9 @@ class DecisionStore:
         records (`retention.purge`)."""
         return retention.purge(self.engine, self.type, older_than)
 
-    def _ping(self) -> bool:
-        with self.engine.connect() as conn:
-            if self.type == "sqlite":
-                # the write lock, not just a read: a store that cannot be written is down
-                raw = conn.connection.dbapi_connection
-                assert raw is not None  # nosec B101 - type narrowing for mypy on an invariant, not input validation
-                raw.execute("BEGIN IMMEDIATE")
-                raw.execute("ROLLBACK")
-            else:
-                conn.execute(sa.text("SELECT 1"))
-        return True
-
     def status(self, timeout_s: float = 1.0) -> dict[str, str]:
-        """For /readyz: `{"type": "sqlite"|"postgresql", "status": "ok"|"unavailable"}` within
-        `timeout_s`, whatever the database does; never the error text.
-
-        A group committed in the last `_FRESH_S` seconds is proof enough (and a probe for the
-        SQLite write lock would queue behind a busy writer and flap). Otherwise a single-flight
-        probe runs in its own thread; one that answers ends the writer's back-off, so a
-        recovered store records again at once."""
-        w = self._writer
-        if w.closed:
-            return {"type": self.type, "status": "unavailable"}
-        if w.healthy and time.monotonic() - w.last_commit < _FRESH_S:
-            return {"type": self.type, "status": "ok"}
-        try:
-            with self._probe_lock:
-                if self._probe is None or self._probe.done():
-                    self._probe = self._probe_pool.submit(self._ping)
-                probe = self._probe
-            ok = probe.result(timeout_s)
-        except Exception:  # the probe's error (or a closed store) is the answer, not a failure
-            ok = False
-        if ok:
-            w.retry_now()
-        return {"type": self.type, "status": "ok" if ok else "unavailable"}
+        """For /readyz: type and `ok`/`unavailable` within `timeout_s` (`health.StoreHealth`)."""
+        return self._health.status(timeout_s)
 
     def set_group_hook(
         self, prepare: Callable[[list[DecisionRecord]], list[DecisionRecord]] | None
@@ -420,7 +382,7 @@ class DecisionStore:
         self._writes.close()
         if self._checkpointer is not None:
             self._checkpointer.close()
-        self._probe_pool.shutdown(wait=False, cancel_futures=True)
+        self._health.close()
         self.engine.dispose()
 
     def __enter__(self) -> DecisionStore:
