@@ -48,17 +48,17 @@ def score_chunk(
     Returns what happened: `scored`, `already-done`,
     `failed-job` or `expired`.
     """
-    record = store.record(job_id)
+    # one round trip: a file job's CSV columns are asked for whatever the kind (absent for JSON)
+    names = [f"in-{index}", f"ref-{index}", f"x-{index}"]
+    marker = None if worker_id is None else f"{time.time()}:{worker_id}"
+    begun = store.begin_chunk(job_id, index, names, marker)
+    record, blobs = begun.record, begun.blobs
     if record is None:
         return "expired"
-    if store.is_done(job_id, index):
+    if begun.done:
         return "already-done"
-    names = [f"in-{index}", f"ref-{index}"] + ([f"x-{index}"] if record.kind == "file" else [])
-    blobs = store.blobs(job_id, names)
     if blobs[0] is None:
         return "expired"
-    if worker_id is not None:
-        store.mark_started(record, index, f"{time.time()}:{worker_id}")
     raw = codec.decode_raw(blobs[0])
     started = time.perf_counter()
     matrix = build_matrix(raw)

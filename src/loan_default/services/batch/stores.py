@@ -11,10 +11,23 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from loan_default.core.config import Settings
 from loan_default.services.batch.records import JobRecord, JobState, StoreUnavailable
+
+
+@dataclass(frozen=True, slots=True)
+class BegunChunk:
+    """What a worker reads before scoring a chunk (`JobStore.begin_chunk`)."""
+
+    record: JobRecord | None
+    """None: the job expired (or never existed)."""
+    done: bool
+    """Some worker already stored this chunk's result."""
+    blobs: list[bytes | None]
+    """The blobs asked for, in order (empty when `record` is None or `done`)."""
 
 
 class JobStore(Protocol):
@@ -23,7 +36,9 @@ class JobStore(Protocol):
     def record(self, job_id: str) -> JobRecord | None: ...
     def state(self, job_id: str) -> JobState | None: ...
     def blobs(self, job_id: str, names: Sequence[str]) -> list[bytes | None]: ...
-    def is_done(self, job_id: str, index: int) -> bool: ...
+    def begin_chunk(
+        self, job_id: str, index: int, names: Sequence[str], marker: str | None
+    ) -> BegunChunk: ...
     def put_chunk(
         self,
         record: JobRecord,
@@ -49,9 +64,13 @@ class JobStore(Protocol):
 #: Most metrics events kept while no API process scrapes them (the oldest are dropped).
 MAX_PENDING_EVENTS = 100_000
 
-#: HSETNX the chunk's marker; the first time only, queue its metrics event; once every chunk is
-#: done, stop tracking the job's activity. Returns 1 if new.
-_MARK_DONE = """
+#: Store a chunk's result blobs (KEYS[4..], ARGV[8..]), then HSETNX its marker; the first time
+#: only, queue its metrics event; once every chunk is done, stop tracking the job's activity.
+#: Returns 1 if new. One script, so one round trip and atomic as a MULTI would be.
+_PUT_CHUNK = """
+for i = 4, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i + 4], 'EX', ARGV[3])
+end
 local new = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 if new == 1 and ARGV[4] ~= '' then
@@ -62,6 +81,28 @@ if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[6]) then
   redis.call('ZREM', KEYS[3], ARGV[7])
 end
 return new
+"""
+
+#: A worker's reads before scoring, in one round trip: the record (KEYS[1]); whether chunk
+#: ARGV[1] is done (KEYS[2]); the input blobs (KEYS[4..]); and, when they are there and ARGV[2]
+#: is a marker, mark the chunk begun (KEYS[3], expiring with the record).
+_BEGIN_CHUNK = """
+local rec = redis.call('GET', KEYS[1])
+if not rec then return {} end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return {rec, 1} end
+local out = {rec, 0}
+local present = true
+for i = 4, #KEYS do
+  local blob = redis.call('GET', KEYS[i])
+  out[i - 1] = blob
+  if not blob and i == 4 then present = false end
+end
+if present and ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+  local ttl = redis.call('TTL', KEYS[1])
+  if ttl > 0 then redis.call('EXPIRE', KEYS[3], ttl) end
+end
+return out
 """
 
 
@@ -78,7 +119,8 @@ class RedisJobStore:
         self.prefix = prefix
         self._events_key = f"{prefix}metrics:batch"
         self._active_key = f"{prefix}active"
-        self._mark_done = self.client.register_script(_MARK_DONE)
+        self._put_chunk = self.client.register_script(_PUT_CHUNK)
+        self._begin_chunk = self.client.register_script(_BEGIN_CHUNK)
 
     def _k(self, job_id: str, suffix: str) -> str:
         return f"{self.prefix}{job_id}:{suffix}"
@@ -141,8 +183,22 @@ class RedisJobStore:
         keys = [self._k(job_id, f"b:{n}") for n in names]
         return list(self._call(lambda: self.client.mget(keys))) if keys else []
 
-    def is_done(self, job_id: str, index: int) -> bool:
-        return bool(self._call(lambda: self.client.hexists(self._k(job_id, "done"), str(index))))
+    def begin_chunk(
+        self, job_id: str, index: int, names: Sequence[str], marker: str | None
+    ) -> BegunChunk:
+        """The record, whether chunk `index` is done, and blobs `names` (the first is the chunk's
+        input); when that input is there and `marker` is given, the chunk is marked begun."""
+        keys = [self._k(job_id, s) for s in ("rec", "done", "run")]
+        keys += [self._k(job_id, f"b:{n}") for n in names]
+        reply = self._call(lambda: self._begin_chunk(keys=keys, args=[str(index), marker or ""]))
+        if not reply:
+            return BegunChunk(None, False, [])
+        record = JobRecord.model_validate_json(reply[0])
+        if reply[1] == 1:
+            return BegunChunk(record, True, [])
+        # Lua turns a nil blob into false, and a table ends at its first nil: pad to len(names)
+        blobs = [b if isinstance(b, bytes) else None for b in reply[2:]]
+        return BegunChunk(record, False, blobs + [None] * (len(names) - len(blobs)))
 
     def put_chunk(
         self,
@@ -160,23 +216,26 @@ class RedisJobStore:
         ttl = _ttl(record)
 
         def run() -> bool:
-            pipe = self.client.pipeline(transaction=True)
-            for name, data in blobs.items():
-                pipe.set(self._k(record.job_id, f"b:{name}"), data, ex=ttl)
-            self._mark_done(
-                keys=[self._k(record.job_id, "done"), self._events_key, self._active_key],
-                args=[
-                    str(index),
-                    marker,
-                    ttl,
-                    event or "",
-                    MAX_PENDING_EVENTS,
-                    record.n_chunks,
-                    record.job_id,
-                ],
-                client=pipe,
+            return bool(
+                self._put_chunk(
+                    keys=[
+                        self._k(record.job_id, "done"),
+                        self._events_key,
+                        self._active_key,
+                        *(self._k(record.job_id, f"b:{name}") for name in blobs),
+                    ],
+                    args=[
+                        str(index),
+                        marker,
+                        ttl,
+                        event or "",
+                        MAX_PENDING_EVENTS,
+                        record.n_chunks,
+                        record.job_id,
+                        *blobs.values(),
+                    ],
+                )
             )
-            return bool(pipe.execute()[-1])
 
         result: bool = self._call(run)
         return result
