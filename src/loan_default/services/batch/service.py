@@ -265,10 +265,13 @@ class BatchService:
                 codec.decode_reasons(out_b)[lo:hi],
             )
         # each row's decision record, under the id the worker derived from the job and the row
-        recorded = self.settings.decision_recording != "off"
+        if self.settings.decision_recording == "off":
+            for item in items:
+                item["decision_id"] = None
+            return items
         ids = batch_decision_ids(rec.job_id, from_unix_s(rec.created_at), offset, end)
         for item, decision_id in zip(items, ids, strict=True):
-            item["decision_id"] = decision_id if recorded else None
+            item["decision_id"] = decision_id
         return items
 
     def _awaiting_redelivery(self, state: JobState) -> dict[str, Any] | None:
