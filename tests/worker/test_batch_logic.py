@@ -439,8 +439,8 @@ def test_status_reports_chunks_begun_by_a_worker_that_stopped(
     rec = store.record(sub.job_id)
     assert rec is not None
     store.beat("host:1", 60)  # alive: its chunk is being scored
-    store.mark_started(rec, 0, "1000.5:host:1")
-    store.mark_started(rec, 1, "1000.5:host:2")  # never beat, or stopped beating
+    store.begin_chunk(rec.job_id, 0, ["in-0"], "1000.5:host:1")
+    store.begin_chunk(rec.job_id, 1, ["in-1"], "1000.5:host:2")  # never beat, or stopped beating
     data = svc.status(sub.job_id, owner=OWNER)
     assert data["awaiting_redelivery"]["chunks"] == 1
     # Redis redelivers once the visibility timeout has passed since the chunk was begun

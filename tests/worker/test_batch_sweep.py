@@ -44,8 +44,12 @@ def _job(store: bs.RedisJobStore, n_chunks: int) -> bs.JobRecord:
         created_at=now,
         expires_at=now + 3600,
     )
-    store.create(record, {})
+    store.create(record, {f"in-{i}": b"rows" for i in range(n_chunks)})
     return record
+
+
+def _begin(store: bs.RedisJobStore, record: bs.JobRecord, index: int, marker: str) -> None:
+    store.begin_chunk(record.job_id, index, [f"in-{index}"], marker)
 
 
 def _done(store: bs.RedisJobStore, record: bs.JobRecord, index: int) -> None:
@@ -57,11 +61,11 @@ def test_only_unheld_chunks_of_an_idle_job_are_sent_and_only_when_the_queue_is_e
 ) -> None:
     rec = _job(store, 5)
     t0 = rec.created_at
-    store.mark_started(rec, 0, f"{t0}:host:live")
+    _begin(store, rec, 0, f"{t0}:host:live")
     _done(store, rec, 0)
     store.beat("host:live", 600)
-    store.mark_started(rec, 1, f"{t0}:host:live")  # being scored by a worker that beats
-    store.mark_started(rec, 2, f"{t0}:host:dead")  # its worker stopped beating
+    _begin(store, rec, 1, f"{t0}:host:live")  # being scored by a worker that beats
+    _begin(store, rec, 2, f"{t0}:host:dead")  # its worker stopped beating
     # chunks 3 and 4 were never begun: their messages were lost
     broker = Broker()
 
@@ -84,7 +88,7 @@ def test_a_chunk_begun_recently_keeps_the_job_alive(store: bs.RedisJobStore) -> 
     rec = _job(store, 3)
     t0 = rec.created_at
     _done(store, rec, 0)
-    store.mark_started(rec, 1, f"{t0 + 50}:host:gone")  # begun 50 s in, then its worker died
+    _begin(store, rec, 1, f"{t0 + 50}:host:gone")  # begun 50 s in, then its worker died
     broker = Broker()
     assert sweep_stalled(store, broker, stall_s=STALL_S, now=t0 + STALL_S + 1) == {}
     # ... and counts from that start: 60 s after it, chunks 1 and 2 are sent

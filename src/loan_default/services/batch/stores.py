@@ -49,7 +49,6 @@ class JobStore(Protocol):
     ) -> bool: ...
     def take_events(self, limit: int) -> list[str]: ...
     def set_failed(self, record: JobRecord, message: str) -> None: ...
-    def mark_started(self, record: JobRecord, index: int, marker: str) -> None: ...
     def beat(self, worker_id: str, ttl_s: int) -> None: ...
     def alive(self, worker_ids: Sequence[str]) -> set[str]: ...
     def claim(self, key: str, value: str, ttl_s: int) -> str | None: ...
@@ -91,13 +90,10 @@ local rec = redis.call('GET', KEYS[1])
 if not rec then return {} end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return {rec, 1} end
 local out = {rec, 0}
-local present = true
 for i = 4, #KEYS do
-  local blob = redis.call('GET', KEYS[i])
-  out[i - 1] = blob
-  if not blob and i == 4 then present = false end
+  out[i - 1] = redis.call('GET', KEYS[i])
 end
-if present and ARGV[2] ~= '' then
+if out[3] and ARGV[2] ~= '' then
   redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
   local ttl = redis.call('TTL', KEYS[1])
   if ttl > 0 then redis.call('EXPIRE', KEYS[3], ttl) end
@@ -196,9 +192,8 @@ class RedisJobStore:
         record = JobRecord.model_validate_json(reply[0])
         if reply[1] == 1:
             return BegunChunk(record, True, [])
-        # Lua turns a nil blob into false, and a table ends at its first nil: pad to len(names)
-        blobs = [b if isinstance(b, bytes) else None for b in reply[2:]]
-        return BegunChunk(record, False, blobs + [None] * (len(names) - len(blobs)))
+        # a missing blob is Lua's false, which comes back as None: one entry per name
+        return BegunChunk(record, False, list(reply[2:]))
 
     def put_chunk(
         self,
@@ -250,17 +245,6 @@ class RedisJobStore:
             pipe = self.client.pipeline(transaction=True)
             pipe.set(self._k(record.job_id, "fail"), message, ex=_ttl(record))
             pipe.zrem(self._active_key, record.job_id)
-            pipe.execute()
-
-        self._call(run)
-
-    def mark_started(self, record: JobRecord, index: int, marker: str) -> None:
-        key = self._k(record.job_id, "run")
-
-        def run() -> None:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.hset(key, str(index), marker)
-            pipe.expire(key, _ttl(record))
             pipe.execute()
 
         self._call(run)
