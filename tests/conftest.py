@@ -120,30 +120,34 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory, data_file: Path) -> 
     return store
 
 
-@pytest.fixture
-def fresh_store(trained_store: Path, tmp_path: Path) -> Path:
-    """A private copy of the trained store, safe to promote/rollback and train in.
+def copy_store(src: Path, dst: Path) -> Path:
+    """Copy the MLflow store `src` to `dst`, the copy's experiment pointed at the copy.
 
     The registry re-resolves the recorded artifact paths of existing versions under the copy's
     own artifact root (Registry._relocated), as for a `mlflow/` directory moved to another server.
     New runs are another matter: MLflow writes them under the experiment's recorded
-    `artifact_location`, which in a plain copy is still the session store's. So the copy's
-    experiment is pointed at the copy, or every retraining test would add its versions' artifacts
-    to the shared store (and a test that counts that store's bundles would see them).
+    `artifact_location`, which in a plain copy is still the original's. So the copy's experiment
+    is pointed at the copy, or every retraining in a copy would add its versions' artifacts to the
+    session store, and a later test that counts that store's bundles would see them.
     """
     import shutil
     import sqlite3
 
-    dst = tmp_path / "store"
-    shutil.copytree(trained_store, dst)
+    shutil.copytree(src, dst)
     con = sqlite3.connect(dst / "mlflow.db")
     with con:
         con.execute(
             "update experiments set artifact_location = replace(artifact_location, ?, ?)",
-            (trained_store.as_uri(), dst.as_uri()),
+            (src.as_uri(), dst.as_uri()),
         )
     con.close()
     return dst
+
+
+@pytest.fixture
+def fresh_store(trained_store: Path, tmp_path: Path) -> Path:
+    """A private copy of the trained store, safe to promote/rollback and train in."""
+    return copy_store(trained_store, tmp_path / "store")
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import math
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ from loan_default.services import batch as bs
 from loan_default.services.decisions import schema
 from loan_default.services.performance_monitor import ALERTS
 from loan_default.training.pipeline import train
-from tests.conftest import DATA_FILE, TEST_API_KEY, make_settings, queued_batch
+from tests.conftest import DATA_FILE, TEST_API_KEY, copy_store, make_settings, queued_batch
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -359,8 +358,7 @@ def check_report(app: FastAPI, tmp_path: Path, *, start: datetime, end: datetime
 def year_app(
     trained_store: Path, tmp_path: Path, quick_training: int
 ) -> Iterator[tuple[TestClient, FakeClock, Path, Settings]]:
-    store = tmp_path / "store"
-    shutil.copytree(trained_store, store)
+    store = copy_store(trained_store, tmp_path / "store")
     batch = queued_batch()
     settings = make_settings(
         store,

@@ -20,7 +20,7 @@ from loan_default.api.app import create_app
 from loan_default.core.config import Settings
 from loan_default.registry.client import Registry
 from loan_default.services.challenger import sampled
-from tests.conftest import TEST_API_KEY, RecordingDispatcher, make_settings
+from tests.conftest import TEST_API_KEY, RecordingDispatcher, copy_store, make_settings
 
 pytestmark = pytest.mark.integration
 
@@ -57,10 +57,7 @@ def apps(
     trained_store: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[TestClient, TestClient]]:
     """(with challenger, without): both from the registry, side by side on one store copy."""
-    import shutil
-
-    store = tmp_path_factory.mktemp("challenger") / "store"
-    shutil.copytree(trained_store, store)
+    store = copy_store(trained_store, tmp_path_factory.mktemp("challenger") / "store")
     registry = Registry(make_settings(store))
     v1 = registry.client.get_model_version(registry.name, "1")
     v2 = registry.client.create_model_version(registry.name, v1.source, run_id=v1.run_id)

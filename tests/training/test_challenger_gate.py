@@ -3,7 +3,6 @@ set, and the registry's aliases afterwards, against a real MLflow store."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ from loan_default.cli import main as cli_main
 from loan_default.registry.client import Registry, RegistryError
 from loan_default.services.decisions.outcome_reads import JoinedOutcomes
 from loan_default.training.challenger_gate import live_gate, promote_challenger
-from tests.conftest import make_settings
+from tests.conftest import copy_store, make_settings
 
 N = 4_000
 
@@ -71,8 +70,7 @@ def test_live_gate_prefers_the_model_that_knows_the_risk(trained_settings) -> No
 
 @pytest.fixture
 def registry_with_challenger(trained_store: Path, tmp_path: Path) -> tuple[Path, Registry, str]:
-    store = tmp_path / "store"
-    shutil.copytree(trained_store, store)
+    store = copy_store(trained_store, tmp_path / "store")
     registry = Registry(make_settings(store))
     v1 = registry.client.get_model_version(registry.name, "1")
     v2 = registry.client.create_model_version(registry.name, v1.source, run_id=v1.run_id)
