@@ -44,7 +44,7 @@ from loan_default.services import batch as bs
 from loan_default.services.decisions import schema
 from loan_default.services.performance_monitor import ALERTS
 from loan_default.training.pipeline import train
-from tests.conftest import DATA_FILE, TEST_API_KEY, copy_store, make_settings, queued_batch
+from tests.conftest import DATA_FILE, TEST_API_KEY, make_settings, queued_batch
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -356,9 +356,9 @@ def check_report(app: FastAPI, tmp_path: Path, *, start: datetime, end: datetime
 # --- the year -------------------------------------------------------------------------------------
 @pytest.fixture
 def year_app(
-    trained_store: Path, tmp_path: Path, quick_training: int
+    fresh_store: Path, tmp_path: Path, quick_training: int
 ) -> Iterator[tuple[TestClient, FakeClock, Path, Settings]]:
-    store = copy_store(trained_store, tmp_path / "store")
+    store = fresh_store
     batch = queued_batch()
     settings = make_settings(
         store,

@@ -12,7 +12,7 @@ from loan_default.cli import main as cli_main
 from loan_default.registry.client import Registry, RegistryError
 from loan_default.services.decisions.outcome_reads import JoinedOutcomes
 from loan_default.training.challenger_gate import live_gate, promote_challenger
-from tests.conftest import copy_store, make_settings
+from tests.conftest import make_settings
 
 N = 4_000
 
@@ -69,8 +69,8 @@ def test_live_gate_prefers_the_model_that_knows_the_risk(trained_settings) -> No
 
 
 @pytest.fixture
-def registry_with_challenger(trained_store: Path, tmp_path: Path) -> tuple[Path, Registry, str]:
-    store = copy_store(trained_store, tmp_path / "store")
+def registry_with_challenger(fresh_store: Path) -> tuple[Path, Registry, str]:
+    store = fresh_store
     registry = Registry(make_settings(store))
     v1 = registry.client.get_model_version(registry.name, "1")
     v2 = registry.client.create_model_version(registry.name, v1.source, run_id=v1.run_id)
