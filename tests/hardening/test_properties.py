@@ -200,7 +200,7 @@ def test_json_shape_counts_the_items_an_actual_parser_sees(
 ) -> None:
     import json
 
-    from loan_default.services.batch.csv_input import json_shape
+    from loan_default.services.batch.json_input import json_shape
 
     doc = {**{k: v for k, v in extra.items() if k != "predictions"}, "predictions": items}
     body = json.dumps(doc, ensure_ascii=ascii_only, indent=indent).encode()
@@ -222,7 +222,7 @@ FEATURE_PAIRS = [("employed", "1"), ("bank_balance", "5.5"), ("annual_salary", "
 def test_a_repeated_feature_key_is_found_exactly(
     n: int, repeat: tuple[int, int] | None, note: str, escape_key: bool
 ) -> None:
-    from loan_default.services.batch.csv_input import duplicate_feature_key
+    from loan_default.services.batch.json_input import duplicate_feature_key
 
     items = []
     for i in range(n):

@@ -416,6 +416,38 @@ def test_csv_accepts_what_json_accepts() -> None:
 
 
 @pytest.mark.unit
+@pytest.mark.parametrize("dirty", [False, True], ids=["clean", "dirty"])
+def test_large_files_are_checked_column_parallel_with_the_same_verdicts(
+    dirty: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From _PARALLEL_ROWS rows the feature columns are checked on threads, a clean column is
+    cast without the trim: rows, values and errors are exactly the one-thread path's."""
+    from loan_default.services.batch import csv_input
+
+    n = csv_input._PARALLEL_ROWS + 1000
+    rng = np.random.default_rng(7)
+    rows: list[list[Any]] = [
+        [int(rng.integers(0, 2)), round(float(rng.uniform(0, 3e4)), 2), int(rng.integers(1, 9e4))]
+        for _ in range(n)
+    ]
+    if dirty:  # every kind of refusal, and padding the general path must trim
+        for i, (j, cell) in enumerate(
+            [(0, "1.0"), (0, "2"), (0, ""), (1, " 12.5 "), (1, "0x10"), (1, "-1"), (2, "1e400")]
+            * 20
+        ):
+            rows[int(rng.integers(0, n))][j] = cell if i % 7 else f'"{cell}"'
+    data = csv_bytes([tuple(r) for r in rows], "Employed,Bank Balance,Annual Salary")
+    parallel = bs.parse_csv(data, max_rows=n, on_error="skip", max_errors=10_000)
+    monkeypatch.setattr(csv_input, "_PARALLEL_ROWS", n + 1)
+    serial = bs.parse_csv(data, max_rows=n, on_error="skip", max_errors=10_000)
+    assert parallel.raw.tobytes() == serial.raw.tobytes()
+    assert parallel.row_errors == serial.row_errors
+    assert parallel.bad_rows == serial.bad_rows
+    assert (parallel.bad_rows > 0) == dirty
+    assert parallel.source_rows == n
+
+
+@pytest.mark.unit
 def test_a_repeated_feature_column_is_refused_by_name() -> None:
     data = b"Employed,employed,bank_balance,annual_salary\n1,0,5,100\n"
     with pytest.raises(InvalidInput) as err:

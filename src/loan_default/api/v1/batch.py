@@ -30,7 +30,7 @@ from loan_default.core.config import Settings
 from loan_default.core.errors import InvalidInput, ServiceUnavailable
 from loan_default.core.keys import SCORE
 from loan_default.services import batch as batch_service
-from loan_default.services.batch import csv_input as batch_input
+from loan_default.services.batch import json_input
 from loan_default.services.batch import scoring as batch_scoring
 
 #: Submitting and reading jobs is scoring: keys need the `score` scope (core/keys.py).
@@ -177,7 +177,7 @@ def _submit_rows(
     """
     settings = service.settings
     limit = settings.batch_max_rows
-    shape = batch_input.json_shape(body)
+    shape = json_input.json_shape(body)
     if shape.items is not None and shape.items > limit:
         raise InvalidInput(
             f"at most {limit} predictions per job (got {shape.items}); "
@@ -190,15 +190,15 @@ def _submit_rows(
                 }
             ],
         )
-    if shape.values > batch_input.MAX_JSON_VALUES_PER_ITEM * limit + 64:
+    if shape.values > json_input.MAX_JSON_VALUES_PER_ITEM * limit + 64:
         raise InvalidInput(
             f"the body holds more JSON values than {limit} predictions can "
-            f"({batch_input.MAX_JSON_VALUES_PER_ITEM} per item)",
+            f"({json_input.MAX_JSON_VALUES_PER_ITEM} per item)",
             detail=[
                 {
                     "type": "too_long",
                     "loc": ["body"],
-                    "msg": f"at most {batch_input.MAX_JSON_VALUES_PER_ITEM * limit + 64} values",
+                    "msg": f"at most {json_input.MAX_JSON_VALUES_PER_ITEM * limit + 64} values",
                 }
             ],
         )
@@ -210,10 +210,10 @@ def _submit_rows(
             {**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)[:cap]
         ]
         if exc.error_count() > cap:
-            errors.append(batch_input.too_many_errors(exc.error_count(), cap, ["body"]))
+            errors.append(json_input.too_many_errors(exc.error_count(), cap, ["body"]))
         raise RequestValidationError(errors) from None
     rows = payload.predictions
-    repeated = batch_input.duplicate_feature_key(body, len(rows))
+    repeated = json_input.duplicate_feature_key(body, len(rows))
     if repeated is not None:
         i, key = repeated
         raise RequestValidationError(

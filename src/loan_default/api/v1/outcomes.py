@@ -43,7 +43,7 @@ from loan_default.core.errors import InvalidInput
 from loan_default.core.json_keys import RepeatedKeys
 from loan_default.core.keys import AUDIT, OUTCOMES
 from loan_default.features import REFERENCE_MAX_LENGTH, REFERENCE_PATTERN
-from loan_default.services.batch import PayloadTooLarge, csv_input
+from loan_default.services.batch import PayloadTooLarge, json_input
 from loan_default.services.decisions import outcome_input
 from loan_default.services.decisions.ids import valid_decision_id
 from loan_default.services.decisions.outcomes import Outcome, OutcomeColumns, OutcomeResult
@@ -176,7 +176,7 @@ def _answer(result: OutcomeResult) -> Response:
 def _parse_items(body: bytes, settings: Settings) -> OutcomeColumns:
     """Count, validate, check for repeated keys (each step bounded by the one before)."""
     limit = settings.outcomes_max_items
-    shape = csv_input.json_shape(body, key="outcomes")
+    shape = json_input.json_shape(body, key="outcomes")
     too_long = (shape.items is not None and shape.items > limit) or (
         shape.values > _VALUES_PER_ITEM * limit + 64
     )
@@ -199,7 +199,7 @@ def _parse_items(body: bytes, settings: Settings) -> OutcomeColumns:
             {**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)[:cap]
         ]
         if exc.error_count() > cap:
-            errors.append(csv_input.too_many_errors(exc.error_count(), cap, ["body"]))
+            errors.append(json_input.too_many_errors(exc.error_count(), cap, ["body"]))
         raise RequestValidationError(errors) from None
     items = payload.outcomes
     try:

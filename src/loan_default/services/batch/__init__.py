@@ -2,8 +2,8 @@
 and neither imports the other.
 
 One module a job: `records` (record, state, errors, ids), `stores` (the Redis job store),
-`codec` (Arrow blobs of chunk inputs and scores, results as JSON items or CSV), `csv_input`
-(untrusted input: JSON body limits, CSV parsing and validation, formula escaping), `service`
+`codec` (Arrow blobs of chunk inputs and scores, results as JSON items or CSV), `json_input`
+(JSON body limits), `csv_input` (CSV parsing and validation, formula escaping), `service`
 (submit and read back: the API's side), `scoring` (score one chunk: the worker's side) and
 `sweep` (re-send the chunks of a job whose message the broker lost).
 """
