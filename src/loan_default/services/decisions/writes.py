@@ -3,7 +3,7 @@
 Two kinds of transaction: the group-commit writer's (`group`), on a connection it keeps between
 groups (a pool checkout and SQLAlchemy's transaction wrapper cost more than a small group), and
 a bulk chunk's (`records`, `batch`), on a pooled connection each. Both run on the driver's own
-cursor (executemany, execute_values, COPY), whose errors `writer.dbapi_error` unwraps.
+cursor (executemany, one JSON-bound INSERT, COPY), whose errors `writer.dbapi_error` unwraps.
 
 A group is one INSERT statement on an autocommit connection: the statement is its transaction.
 Why: the writer thread lets go of the GIL at every driver call (an `executemany` step per row,
@@ -129,10 +129,7 @@ class WritePaths:
         cur = db.cursor()
         try:
             if self.type != "sqlite":
-                from psycopg2.extras import execute_values  # type: ignore[import-untyped]
-
-                sql = codec.pg_insert_values(self.engine.dialect)
-                execute_values(cur, sql, data, page_size=len(data))
+                cur.execute(codec.pg_insert_json(self.engine.dialect), (codec.json_rows(data),))
                 return int(cur.rowcount)
             step = codec.SQLITE_ROWS_PER_INSERT
             several = len(data) > step
