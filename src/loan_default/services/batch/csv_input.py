@@ -204,8 +204,8 @@ def _check_column(
         with contextlib.suppress(pa.ArrowInvalid):  # padded with whitespace: the general path
             cast = pc.cast(text, pa.float64())
     if cast is None:
-        mask = pc.fill_null(pc.match_substring_regex(text, JSON_NUMBER_RE), False)
-        cast = pc.cast(pc.if_else(mask, pc.utf8_trim_whitespace(text), None), pa.float64())
+        keep = pa.array(number)  # Arrow aligns it with the text's chunks
+        cast = pc.cast(pc.if_else(keep, pc.utf8_trim_whitespace(text), None), pa.float64())
     values = np.asarray(cast.to_numpy(zero_copy_only=False), dtype=np.float64)
     nan = ~np.isfinite(values)
     out = bound.violations(values)

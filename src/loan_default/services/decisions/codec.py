@@ -274,8 +274,7 @@ def pg_insert_json(dialect: Dialect) -> str:
     shortest repr, times as ISO 8601, reason codes as JSON text (tests on PostgreSQL read them
     back). orjson writes a NaN as null, which is what a float column's "no value" is.
     """
-    pg_types = {c: _COPY_TYPES.get(c, (_TEXT, "text"))[1] for c in COLUMNS}
-    select = ", ".join(f"(e->>{i})::{pg_types[c]}" for i, c in enumerate(COLUMNS))
+    select = ", ".join(f"(e->>{i})::{pg_type}" for i, (_, pg_type) in enumerate(_TYPES))
     return (
         f"INSERT INTO {TABLE} ({column_list(dialect)}) SELECT {select} "  # noqa: S608  # nosec B608 - schema identifiers and types; values bound
         f"FROM json_array_elements(%s::json) AS e {_CONFLICT}"
