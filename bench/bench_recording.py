@@ -4,9 +4,12 @@ Usage: `.venv/bin/python bench/bench_recording.py [--duration 10] [--connections
 
 Starts `loan-default serve` (1 uvicorn worker, ENVIRONMENT=production) on the repo's MLflow store
 (`make model`) once per mode: DECISION_RECORDING=off, SQLite (FULL and NORMAL), and PostgreSQL on
-127.0.0.1:5432 (a database of its own, dropped afterwards; skipped if nothing answers). wrk drives
-each with one thread at 16 connections; the modes alternate for `--rounds` rounds and the best
-round of each is kept. Half the bodies are adverse (reasons computed and recorded), half not.
+127.0.0.1:5432 (a database of its own, dropped afterwards; skipped if nothing answers), all with
+the default writer child process; `--modes` may add `sqlite-thread` and `postgresql-thread`
+(DECISION_WRITER=thread) for the side-by-side comparison. wrk drives
+each with one thread at 16 connections; the modes alternate for `--rounds` rounds. The best
+round of each is kept, and each round's ratio to the `off` run of the same round is printed with
+their median. Half the bodies are adverse (reasons computed and recorded), half not.
 Prints req/s, p50/p99 and each mode's ratio to `off` (target: >= 75 %, p99 <= 15 ms).
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import uuid
@@ -115,13 +119,22 @@ def main() -> None:
             "DECISION_STORE_URL": f"sqlite:///{tmp / 'normal.db'}",
             "DECISION_SQLITE_SYNCHRONOUS": "NORMAL",
         },
+        # the group commits on a thread of the API process instead of the writer child
+        "sqlite-thread": {
+            "DECISION_STORE_URL": f"sqlite:///{tmp / 'thread.db'}",
+            "DECISION_SQLITE_SYNCHRONOUS": "FULL",
+            "DECISION_WRITER": "thread",
+        },
     }
     wanted = set(args.modes.split(","))
     modes = {k: v for k, v in modes.items() if k in wanted}
-    pg = _pg_database() if "postgresql" in wanted else None
+    pg = _pg_database() if wanted & {"postgresql", "postgresql-thread"} else None
     if pg is not None:
         modes["postgresql"] = {"DECISION_STORE_URL": pg[0]}
+        if "postgresql-thread" in wanted:
+            modes["postgresql-thread"] = {"DECISION_STORE_URL": pg[0], "DECISION_WRITER": "thread"}
     best: dict[str, dict[str, float]] = {}
+    every: dict[str, list[dict[str, float]]] = {name: [] for name in modes}
     try:
         for _ in range(args.rounds):
             for name, extra in modes.items():
@@ -157,6 +170,7 @@ def main() -> None:
                         connections=args.connections,
                         script=script,
                     )
+                every[name].append(res)
                 if name not in best or res["rps"] > best[name]["rps"]:
                     best[name] = res
     finally:
@@ -169,12 +183,25 @@ def main() -> None:
         f"1 uvicorn worker, best of {args.rounds} alternating rounds, "
         f"{'half the bodies adverse' if args.adverse else 'no adverse body'}"
     )
-    print(f"{'mode':<15}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'vs off':>9}")
+    print(f"{'mode':<18}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'vs off':>9}")
     for name, res in best.items():
         print(
-            f"{name:<15}{res['rps']:>9.0f}{res.get('p50_ms', 0):>9.2f}{res.get('p99_ms', 0):>9.2f}"
+            f"{name:<18}{res['rps']:>9.0f}{res.get('p50_ms', 0):>9.2f}{res.get('p99_ms', 0):>9.2f}"
             f"{res['non_2xx']:>9.0f}{res['rps'] / off:>9.1%}"
         )
+    if "off" in every and args.rounds > 1:
+        # each round against the `off` run of the same round: what a single comparison would see
+        print(f"\nper round, each mode vs the same round's off (median of {args.rounds}):")
+        for name, runs in every.items():
+            if name == "off":
+                continue
+            ratios = [r["rps"] / o["rps"] for r, o in zip(runs, every["off"], strict=True)]
+            p99s = [r.get("p99_ms", 0) for r in runs]
+            cells = " ".join(f"{x:6.1%}" for x in ratios)
+            p99_cells = " ".join(f"{x:.1f}" for x in p99s)
+            print(
+                f"{name:<18}{cells}   median {statistics.median(ratios):6.1%}   p99 ms {p99_cells}"
+            )
     print("target: recording >= 75 % of off, p99 <= 15 ms")
 
 

@@ -110,6 +110,7 @@ def create_app(
         app.state.challenger = shadow
         if shadow is not None:
             app.state.decisions.set_group_hook(shadow.score_records)
+        await app.state.decisions.start_writer()
         service.start_background_reload()
         if shadow is not None:
             shadow.start()  # in the background: production's first load is not delayed by it

@@ -215,6 +215,10 @@ class Settings(BaseSettings):
     the next one)."""
     decision_max_batch: int = Field(default=500, ge=1, le=100_000)
     """Most records committed in one group-commit transaction."""
+    decision_writer: Literal["process", "thread"] = "process"
+    """Where the API writes its group commits: `process`, a writer child process per API worker
+    (the event loop never shares its GIL with the database driver; see DESIGN.md), or `thread`,
+    a thread of the worker itself."""
     outcomes_max_items: int = Field(default=10_000, ge=1, le=1_000_000)
     """Most outcomes in one JSON `POST /api/v1/outcomes` (counted on the raw body before it is
     parsed); larger uploads go to `/api/v1/outcomes/file`."""

@@ -65,12 +65,19 @@ def _json_sink(message: Message) -> None:
 
 
 def configure_logging(settings: Settings, *, intercept_stdlib: bool = True) -> None:
+    configure_sinks(
+        settings.log_level, json_logs=settings.json_logs, intercept_stdlib=intercept_stdlib
+    )
+
+
+def configure_sinks(level: str, *, json_logs: bool, intercept_stdlib: bool = True) -> None:
+    """`configure_logging` from the two values it reads (a child process gets no `Settings`)."""
     global _configured
-    key = (settings.log_level.upper(), settings.json_logs)
+    key = (level.upper(), json_logs)
     if _configured == key:
         return
     logger.remove()
-    if settings.json_logs:
+    if json_logs:
         logger.add(_json_sink, level=key[0], format="{message}", backtrace=False, diagnose=False)
     else:
         logger.add(

@@ -17,11 +17,14 @@ group still waiting fails with `DecisionStoreUnavailable`, whether the group is 
 from __future__ import annotations
 
 import asyncio
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from loan_default.services.decisions.errors import DecisionStoreUnavailable
 from loan_default.services.decisions.records import DecisionRecord
 from loan_default.services.decisions.writer import GroupCommitWriter, Item, Ticket
+
+if TYPE_CHECKING:
+    from loan_default.services.decisions.remote import WriterProcess
 
 #: Records handed over in one ticket at most; the rest go with the next one.
 MAX_TICKET: Final = 500
@@ -40,7 +43,7 @@ class LoopHandover:
 
     def __init__(
         self,
-        writer: GroupCommitWriter,
+        writer: GroupCommitWriter | WriterProcess,
         loop: asyncio.AbstractEventLoop,
         *,
         timeout_s: float,
@@ -57,6 +60,10 @@ class LoopHandover:
         self._gathering: _Group | None = None
         self._in_flight: _Group | None = None
         self._scheduled = False
+
+    @property
+    def writer(self) -> GroupCommitWriter | WriterProcess:
+        return self._writer
 
     def submit(self, record: DecisionRecord) -> asyncio.Future[None]:
         """A future that completes once `record` is committed (or fails); call on the loop."""

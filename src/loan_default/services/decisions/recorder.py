@@ -94,6 +94,17 @@ class DecisionRecorder:
             logger.info("decision store reachable: recording resumes")
             return
 
+    async def start_writer(self) -> None:
+        """Start the running event loop's writer child process and wait until it is up, so the
+        first predictions do not wait for its imports (`DECISION_WRITER=process`; else nothing
+        to start). One that fails is logged; the first group starts another."""
+        if self.store is None:
+            return
+        try:
+            await self.store.start_writer_process()
+        except DecisionStoreUnavailable as exc:
+            logger.error("decision writer process not up at start-up: {}", exc)
+
     def set_group_hook(
         self, prepare: Callable[[list[DecisionRecord]], list[DecisionRecord]] | None
     ) -> None:

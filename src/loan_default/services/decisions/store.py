@@ -55,8 +55,9 @@ from loan_default.services.decisions.migrate import upgrade_engine
 from loan_default.services.decisions.outcome_reads import FeatureColumns, JoinedOutcomes
 from loan_default.services.decisions.outcomes import Outcome, OutcomeColumns, OutcomeResult
 from loan_default.services.decisions.records import DecisionRecord
+from loan_default.services.decisions.remote import WriterProcess
 from loan_default.services.decisions.schema import decisions
-from loan_default.services.decisions.writer import GroupCommitWriter, is_unavailable
+from loan_default.services.decisions.writer import GroupCommitWriter, Item, is_unavailable
 from loan_default.services.decisions.writes import WritePaths
 
 if TYPE_CHECKING:
@@ -79,7 +80,10 @@ class DecisionStore:
         max_batch: int = DEFAULT_MAX_BATCH,
         record_timeout_s: float = DEFAULT_RECORD_TIMEOUT_S,
         months_ahead: int = 2,
+        process_config: dict[str, Any] | None = None,
     ) -> None:
+        """`process_config`: write the groups of `record` in a child process (`remote`), whose
+        store is opened with these arguments; None writes them on a thread of this process."""
         self.engine = engine
         self.type: StoreType = store_type(engine.url)
         self._record_timeout_s = record_timeout_s
@@ -90,6 +94,8 @@ class DecisionStore:
         self._handovers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopHandover] = (
             weakref.WeakKeyDictionary()
         )
+        self._process_config = process_config
+        self._processes: list[WriterProcess] = []
         self._writer = GroupCommitWriter(
             self._writes.group,
             flush_interval_s=flush_interval_ms / 1000,
@@ -110,6 +116,7 @@ class DecisionStore:
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
         record_timeout_s: float = DEFAULT_RECORD_TIMEOUT_S,
         migrate: bool = True,
+        process_config: dict[str, Any] | None = None,
     ) -> DecisionStore:
         """A store for `sqlite:///path` or `postgresql://...`, migrated to head unless
         `migrate=False` (then the schema must already be there)."""
@@ -133,16 +140,26 @@ class DecisionStore:
             flush_interval_ms=flush_interval_ms,
             max_batch=max_batch,
             record_timeout_s=record_timeout_s,
+            process_config=process_config,
         )
 
     @classmethod
     def from_settings(cls, settings: Settings, *, migrate: bool = True) -> DecisionStore:
+        options: dict[str, Any] = {
+            "synchronous": settings.decision_sqlite_synchronous,
+            "flush_interval_ms": settings.decision_flush_interval_ms,
+            "max_batch": settings.decision_max_batch,
+        }
+        child = None
+        if settings.decision_writer == "process":
+            child = {
+                **options,
+                "url": settings.decision_store_url,
+                "log_level": settings.log_level,
+                "json_logs": settings.json_logs,
+            }
         return cls.from_url(
-            settings.decision_store_url,
-            synchronous=settings.decision_sqlite_synchronous,
-            flush_interval_ms=settings.decision_flush_interval_ms,
-            max_batch=settings.decision_max_batch,
-            migrate=migrate,
+            settings.decision_store_url, migrate=migrate, process_config=child, **options
         )
 
     # --- writes ------------------------------------------------------------------------------
@@ -152,17 +169,43 @@ class DecisionStore:
 
         The record goes over with the other records of this event loop (`handover`): one
         wake-up of the writer thread per group, one timeout timer per group."""
-        loop = asyncio.get_running_loop()
+        await self._handover(asyncio.get_running_loop()).submit(record)
+
+    def _handover(self, loop: asyncio.AbstractEventLoop) -> LoopHandover:
         handover = self._handovers.get(loop)
         if handover is None:
             handover = self._handovers[loop] = LoopHandover(
-                self._writer,
+                self._loop_writer(loop),
                 loop,
                 timeout_s=self._record_timeout_s,
                 max_ticket=self._max_batch,
                 linger_s=self._linger_s,
             )
-        await handover.submit(record)
+        return handover
+
+    def _loop_writer(self, loop: asyncio.AbstractEventLoop) -> GroupCommitWriter | WriterProcess:
+        """Where this loop's groups go: a child process of its own, or this process's writer."""
+        if self._process_config is None:
+            return self._writer
+        process = WriterProcess(loop, self._process_config)
+        process.prepare = self._writer.prepare
+        self._processes.append(process)
+        return process
+
+    async def start_writer_process(self, timeout_s: float = 60.0) -> int | None:
+        """Start the running loop's writer child now (the API's start-up) and wait until its
+        store is open, so the first predictions do not wait for its imports; its pid, or None
+        when groups are written by a thread. Raises `DecisionStoreUnavailable` if it fails."""
+        writer = self._handover(asyncio.get_running_loop()).writer
+        if not isinstance(writer, WriterProcess):
+            return None
+        try:
+            await asyncio.wait_for(asyncio.shield(writer.start()), timeout_s)
+        except TimeoutError:
+            raise DecisionStoreUnavailable(
+                f"the decision writer was not up within {timeout_s:g} s"
+            ) from None
+        return writer.pid
 
     def record_sync(self, record: DecisionRecord) -> None:
         """`record` for threads without an event loop; the same group commit."""
@@ -368,16 +411,27 @@ class DecisionStore:
     def set_group_hook(
         self, prepare: Callable[[list[DecisionRecord]], list[DecisionRecord]] | None
     ) -> None:
-        """Run `prepare` on each group-commit group just before it is written (writer thread)."""
+        """Run `prepare` on each group-commit group just before it is written (writer thread),
+        or sent to a writer child process (on the event loop: the models are loaded here)."""
         self._writer.prepare = prepare
+        for process in self._processes:
+            process.prepare = prepare
 
     def stats(self) -> dict[str, int]:
         """Counters of the group-commit writer (commits, records, failed_records)."""
         w = self._writer
         return {"commits": w.commits, "records": w.records, "failed_records": w.failed_records}
 
+    def submit_group(self, items: list[Item]) -> None:
+        """Records with thread futures for the group-commit writer as one entry (the writer
+        child's path; `record` and `record_sync` are the callers' API)."""
+        self._writer.submit_group(items)
+
     def close(self) -> None:
-        """Commit what is queued, stop the writer and release the connections."""
+        """Commit what is queued, stop the writer(s) and release the connections."""
+        for process in self._processes:
+            process.close()
+        self._processes.clear()
         self._writer.close()
         self._writes.close()
         if self._checkpointer is not None:

@@ -154,6 +154,13 @@ class GroupCommitWriter:
             raise DecisionStoreUnavailable("the decision store is closed")
         self._queue.put(ticket)
 
+    def submit_group(self, items: list[Item]) -> None:
+        """Several records with thread futures as one queue entry (one wake of this thread): a
+        group the writer child process received."""
+        if self._closed:
+            raise DecisionStoreUnavailable("the decision store is closed")
+        self._queue.put(items)
+
     def retry_now(self) -> None:
         """End the back-off early (a health probe saw the store answer again)."""
         self._down_until = 0.0
@@ -205,6 +212,8 @@ class GroupCommitWriter:
         if isinstance(entry, Ticket):
             batch.extend(entry.items)
             tickets.append(entry)
+        elif isinstance(entry, list):
+            batch.extend(entry)
         else:
             batch.append(entry)  # type: ignore[arg-type]
 

@@ -1,0 +1,134 @@
+"""The writer child process: what goes over the socket comes back from the store bit for bit, a
+dead child fails its groups (never a silent loss) and is replaced, and close stops it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from loan_default.services.decisions import DecisionRecord, DecisionStore, DecisionStoreUnavailable
+from loan_default.services.decisions.records import set_challenger
+from loan_default.services.decisions.remote import (
+    RESPAWN_S,
+    FrameReader,
+    decode_records,
+    encode_records,
+    frame,
+)
+from tests.services.decisions.conftest import make_record
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0); its state says it is gone
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.unit
+def test_records_survive_the_wire_format_exactly() -> None:
+    records = [make_record(i) for i in range(6)]
+    records.append(make_record(6, reference='O\'Brien \\ "x" é 名 \U0001f600', request_id=None))
+    assert decode_records(encode_records(records)) == records
+
+
+@pytest.mark.unit
+def test_frames_split_anywhere_are_put_back_together() -> None:
+    stream = frame(0, b'{"url": "x"}') + frame(1, b"") + frame(2, b'[[0, "down"]]')
+    for cut in range(len(stream) + 1):
+        reader = FrameReader()
+        got = reader.feed(stream[:cut]) + reader.feed(stream[cut:])
+        assert got == [(0, b'{"url": "x"}'), (1, b""), (2, b'[[0, "down"]]')]
+
+
+@pytest.fixture
+def process_store(store_url: str) -> Iterator[DecisionStore]:
+    config = {"url": store_url, "log_level": "WARNING", "json_logs": False}
+    s = DecisionStore.from_url(store_url, record_timeout_s=10, process_config=config)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.mark.integration
+def test_groups_written_by_the_child_come_back_identical(process_store: DecisionStore) -> None:
+    records = [make_record(i) for i in range(40)]
+
+    async def go() -> int | None:
+        pid = await process_store.start_writer_process()
+        await asyncio.gather(*(process_store.record(r) for r in records))
+        return pid
+
+    pid = asyncio.run(go())
+    assert pid is not None
+    assert pid != os.getpid()
+    for record in records:
+        assert process_store.get(record.decision_id) == record
+    process_store.close()
+    assert not _alive(pid), "close stops the child"
+
+
+@pytest.mark.integration
+def test_a_killed_child_fails_its_groups_and_a_new_one_takes_over(
+    process_store: DecisionStore,
+) -> None:
+    async def go() -> None:
+        first = await process_store.start_writer_process()
+        assert first is not None
+        await process_store.record(make_record(0))  # the child is up and writing
+        os.kill(first, signal.SIGKILL)
+        # every caller is answered, never left hanging: refused, or told "recorded" only for a
+        # record that is in the store
+        during = [make_record(i) for i in range(1, 20)]
+        outcomes = await asyncio.gather(
+            *(process_store.record(r) for r in during), return_exceptions=True
+        )
+        assert any(isinstance(o, DecisionStoreUnavailable) for o in outcomes)
+        for record, outcome in zip(during, outcomes, strict=True):
+            assert outcome is None or isinstance(outcome, DecisionStoreUnavailable)
+            if outcome is None:
+                assert process_store.get(record.decision_id) == record
+        deadline = time.monotonic() + RESPAWN_S + 20
+        while True:  # after the back-off a new child records again, no restart of the API
+            try:
+                await process_store.record(late := make_record(99))
+                break
+            except DecisionStoreUnavailable:
+                assert time.monotonic() < deadline, "recording did not resume"
+                await asyncio.sleep(0.2)
+        assert process_store.get(late.decision_id) == late
+        second = await process_store.start_writer_process()
+        assert second is not None
+        assert second != first
+        assert _alive(second)
+        assert not _alive(first)
+
+    asyncio.run(go())
+
+
+@pytest.mark.integration
+def test_the_group_hook_runs_before_the_group_leaves_for_the_child(
+    process_store: DecisionStore,
+) -> None:
+    """The shadow challenger's model lives in the API process: its scores go over the wire."""
+
+    def shadow(records: list[DecisionRecord]) -> list[DecisionRecord]:
+        for r in records:
+            set_challenger(r, "7", r.probability / 2)
+        return records
+
+    process_store.set_group_hook(shadow)
+    record = make_record(1, challenger_version=None, challenger_probability=None)
+    asyncio.run(process_store.record(record))
+    got = process_store.get(record.decision_id)
+    assert got is not None
+    assert (got.challenger_version, got.challenger_probability) == ("7", record.probability / 2)
