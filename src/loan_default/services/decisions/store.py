@@ -47,11 +47,9 @@ from loan_default.services.decisions.engines import (
     store_type,
 )
 from loan_default.services.decisions.errors import DecisionStoreUnavailable
-from loan_default.services.decisions.export import write_export
 from loan_default.services.decisions.handover import LoopHandover
 from loan_default.services.decisions.health import StoreHealth
 from loan_default.services.decisions.ids import decided_at_of, valid_decision_id
-from loan_default.services.decisions.migrate import upgrade_engine
 from loan_default.services.decisions.outcome_reads import FeatureColumns, JoinedOutcomes
 from loan_default.services.decisions.outcomes import Outcome, OutcomeColumns, OutcomeResult
 from loan_default.services.decisions.records import DecisionRecord
@@ -126,6 +124,9 @@ class DecisionStore:
                 sa_url, synchronous=synchronous, busy_timeout_s=busy_timeout_s
             )
             if migrate:
+                # imported here: Alembic is not needed by the writer child (migrate=False)
+                from loan_default.services.decisions.migrate import upgrade_engine
+
                 try:
                     upgrade_engine(engine)
                 except BaseException:
@@ -393,7 +394,11 @@ class DecisionStore:
     def export(
         self, start: datetime, end: datetime, out_path: Path, *, escape_formulas: bool = True
     ) -> int:
-        """Write the records of [start, end) to a .csv or .parquet file; returns the row count."""
+        """Write the records of [start, end) to a .csv or .parquet file; returns the row count.
+        (Imported here: the export's CSV helpers load the batch package, and with it the model
+        libraries, which the writer child process, a `DecisionStore` too, has no use for.)"""
+        from loan_default.services.decisions.export import write_export
+
         return write_export(
             self.iter_pages(start, end), Path(out_path), escape_formulas=escape_formulas
         )
