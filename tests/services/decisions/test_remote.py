@@ -132,3 +132,27 @@ def test_the_group_hook_runs_before_the_group_leaves_for_the_child(
     got = process_store.get(record.decision_id)
     assert got is not None
     assert (got.challenger_version, got.challenger_probability) == ("7", record.probability / 2)
+
+
+@pytest.mark.integration
+def test_the_child_outlives_signals_meant_for_the_group_and_ends_with_the_api(
+    process_store: DecisionStore,
+) -> None:
+    """Ctrl-C or a supervisor's TERM to every process must not fail the groups of requests the
+    API is still finishing; the API closing the store is what ends the child."""
+
+    async def go() -> int:
+        pid = await process_store.start_writer_process()
+        assert pid is not None
+        os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        record = make_record(5)
+        await process_store.record(record)
+        assert process_store.get(record.decision_id) == record
+        return pid
+
+    pid = asyncio.run(go())
+    assert _alive(pid)
+    process_store.close()
+    assert not _alive(pid)

@@ -4,13 +4,15 @@
 Frame 0 configures the store; every later frame is a group of records, handed to the store's
 `GroupCommitWriter` as one queue entry and acknowledged (by sequence number) once its futures
 are settled, that is after the commit. End of input: commit what is queued, acknowledge it,
-exit. Nothing here answers a client, so nothing here may crash on one bad group: a group that
-cannot be decoded is acknowledged as failed.
+exit. SIGINT and SIGTERM are ignored: the API's graceful stop ends this process, by closing its
+end of the socket, after the last group of its last request. Nothing here answers a client, so
+nothing here may crash on one bad group: a group that cannot be decoded is acknowledged as failed.
 """
 
 from __future__ import annotations
 
 import functools
+import signal
 import socket
 import sys
 import threading
@@ -107,6 +109,11 @@ def serve(sock: socket.socket) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The API process decides when this one ends (end of input). Ctrl-C reaches the whole
+    # process group, and a supervisor may TERM every process of the container or unit: dying
+    # then would fail the groups of requests the API is still finishing in its graceful stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or not args[0].isdigit():
         print("usage: python -m loan_default.services.decisions.writer_main FD", file=sys.stderr)
