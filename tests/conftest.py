@@ -93,6 +93,10 @@ def make_settings(store: Path, **overrides: object) -> Settings:
         "mlflow_artifact_root": str(store / "artifacts"),
         "data_path": str(DATA_FILE),
         "decision_store_url": f"sqlite:///{store / 'decisions.db'}",
+        # In-process apps (hundreds per session) write on the thread: a writer child costs each
+        # app's start-up ~0.5 s. The child is the default of every served API in the suite
+        # (`store_env`: uvicorn, the containers) and has its own tests (test_remote.py).
+        "decision_writer": "thread",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
