@@ -12,19 +12,22 @@ group, and groups grow with load by themselves: one commit's duration of arrival
 Each gathering group has one timer (not one per record): when it fires, every record of the
 group still waiting fails with `DecisionStoreUnavailable`, whether the group is still gathering
 (the writer is stuck on a dead server) or in flight.
+
+`LoopHandovers` keeps one `LoopHandover` per loop, to the store's writer thread or to a writer
+child process of the loop's own (`remote`, DECISION_WRITER=process).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Final
+import weakref
+from collections.abc import Callable
+from typing import Any, Final
 
 from loan_default.services.decisions.errors import DecisionStoreUnavailable
 from loan_default.services.decisions.records import DecisionRecord
+from loan_default.services.decisions.remote import WriterProcess
 from loan_default.services.decisions.writer import GroupCommitWriter, Item, Ticket
-
-if TYPE_CHECKING:
-    from loan_default.services.decisions.remote import WriterProcess
 
 #: Records handed over in one ticket at most; the rest go with the next one.
 MAX_TICKET: Final = 500
@@ -122,3 +125,70 @@ def _fail(items: list[Item], error: str) -> None:
     for _, fut in items:
         if not fut.done():
             fut.set_exception(DecisionStoreUnavailable(error))
+
+
+class LoopHandovers:
+    """Each event loop's `LoopHandover`, to the store's writer thread or, with `process_config`,
+    to a writer child process of the loop's own (`remote`)."""
+
+    def __init__(
+        self,
+        writer: GroupCommitWriter,
+        *,
+        timeout_s: float,
+        max_ticket: int,
+        linger_s: float,
+        process_config: dict[str, Any] | None,
+    ) -> None:
+        self._writer = writer
+        self._timeout_s, self._max_ticket, self._linger_s = timeout_s, max_ticket, linger_s
+        self._process_config = process_config
+        self._handovers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopHandover] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._processes: list[WriterProcess] = []
+
+    def for_loop(self, loop: asyncio.AbstractEventLoop) -> LoopHandover:
+        handover = self._handovers.get(loop)
+        if handover is None:
+            target: GroupCommitWriter | WriterProcess = self._writer
+            if self._process_config is not None:
+                target = WriterProcess(loop, self._process_config)
+                target.prepare = self._writer.prepare
+                self._processes.append(target)
+            handover = self._handovers[loop] = LoopHandover(
+                target,
+                loop,
+                timeout_s=self._timeout_s,
+                max_ticket=self._max_ticket,
+                linger_s=self._linger_s,
+            )
+        return handover
+
+    async def start_process(self, timeout_s: float) -> int | None:
+        """Start the running loop's child now and wait until its store is open (so the first
+        predictions do not wait for its imports); its pid, or None without one. Raises
+        `DecisionStoreUnavailable` if it dies or is not up within `timeout_s`."""
+        target = self.for_loop(asyncio.get_running_loop()).writer
+        if not isinstance(target, WriterProcess):
+            return None
+        try:
+            await asyncio.wait_for(asyncio.shield(target.start()), timeout_s)
+        except TimeoutError:
+            raise DecisionStoreUnavailable(
+                f"the decision writer was not up within {timeout_s:g} s"
+            ) from None
+        return target.pid
+
+    def set_prepare(
+        self, prepare: Callable[[list[DecisionRecord]], list[DecisionRecord]] | None
+    ) -> None:
+        """The group hook, run by each child's loop before a group is sent (see `remote`)."""
+        for process in self._processes:
+            process.prepare = prepare
+
+    def close(self) -> None:
+        """Stop every child (each commits what it has first)."""
+        for process in self._processes:
+            process.close()
+        self._processes.clear()

@@ -38,7 +38,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 from loguru import logger
@@ -46,6 +46,9 @@ from loguru import logger
 from loan_default.services.decisions.errors import DecisionStoreUnavailable
 from loan_default.services.decisions.records import FIELD_NAMES, DecisionRecord
 from loan_default.services.decisions.writer import Ticket
+
+if TYPE_CHECKING:
+    from loan_default.core.config import Settings
 
 HEADER: Final = struct.Struct("<IQ")  # payload bytes, group sequence number (0: configuration)
 #: Seconds after a child is lost before the next one is started (groups fail meanwhile).
@@ -71,6 +74,17 @@ def decode_records(payload: bytes) -> list[DecisionRecord]:
 
 def frame(seq: int, payload: bytes) -> bytes:
     return HEADER.pack(len(payload), seq) + payload
+
+
+def child_config(settings: Settings, options: dict[str, Any]) -> dict[str, Any]:
+    """What the child opens its store with: `options` (`DecisionStore.from_url`'s keywords),
+    the URL, and the log settings."""
+    return {
+        **options,
+        "url": settings.decision_store_url,
+        "log_level": settings.log_level,
+        "json_logs": settings.json_logs,
+    }
 
 
 def _child_env() -> dict[str, str]:

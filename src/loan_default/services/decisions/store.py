@@ -23,7 +23,6 @@ A store starts a thread: make it after a fork (a Celery child's `worker_process_
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -47,13 +46,13 @@ from loan_default.services.decisions.engines import (
     store_type,
 )
 from loan_default.services.decisions.errors import DecisionStoreUnavailable
-from loan_default.services.decisions.handover import LoopHandover
+from loan_default.services.decisions.handover import LoopHandovers
 from loan_default.services.decisions.health import StoreHealth
 from loan_default.services.decisions.ids import decided_at_of, valid_decision_id
 from loan_default.services.decisions.outcome_reads import FeatureColumns, JoinedOutcomes
 from loan_default.services.decisions.outcomes import Outcome, OutcomeColumns, OutcomeResult
 from loan_default.services.decisions.records import DecisionRecord
-from loan_default.services.decisions.remote import WriterProcess
+from loan_default.services.decisions.remote import child_config
 from loan_default.services.decisions.schema import decisions
 from loan_default.services.decisions.writer import GroupCommitWriter, Item, is_unavailable
 from loan_default.services.decisions.writes import WritePaths
@@ -80,25 +79,25 @@ class DecisionStore:
         months_ahead: int = 2,
         process_config: dict[str, Any] | None = None,
     ) -> None:
-        """`process_config`: write the groups of `record` in a child process (`remote`), whose
-        store is opened with these arguments; None writes them on a thread of this process."""
+        """`process_config`: `record`'s groups go to a child process opening its store with
+        these (`remote`); None: to a thread of this process."""
         self.engine = engine
         self.type: StoreType = store_type(engine.url)
         self._record_timeout_s = record_timeout_s
-        self._max_batch = max_batch
-        self._linger_s = flush_interval_ms / 1000
         self._months_ahead = months_ahead
         self._writes = WritePaths(engine)
-        self._handovers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopHandover] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._process_config = process_config
-        self._processes: list[WriterProcess] = []
         self._writer = GroupCommitWriter(
             self._writes.group,
             flush_interval_s=flush_interval_ms / 1000,
             max_batch=max_batch,
             maintain=self._maintain if self.type == "postgresql" else None,
+        )
+        self._loops = LoopHandovers(
+            self._writer,
+            timeout_s=record_timeout_s,
+            max_ticket=max_batch,
+            linger_s=flush_interval_ms / 1000,
+            process_config=process_config,
         )
         self._checkpointer = WalCheckpointer(engine) if self.type == "sqlite" else None
         self._health = StoreHealth(engine, self.type, self._writer)
@@ -151,14 +150,7 @@ class DecisionStore:
             "flush_interval_ms": settings.decision_flush_interval_ms,
             "max_batch": settings.decision_max_batch,
         }
-        child = None
-        if settings.decision_writer == "process":
-            child = {
-                **options,
-                "url": settings.decision_store_url,
-                "log_level": settings.log_level,
-                "json_logs": settings.json_logs,
-            }
+        child = child_config(settings, options) if settings.decision_writer == "process" else None
         return cls.from_url(
             settings.decision_store_url, migrate=migrate, process_config=child, **options
         )
@@ -169,44 +161,14 @@ class DecisionStore:
         `DecisionStoreUnavailable` (store down, or no commit within the record timeout).
 
         The record goes over with the other records of this event loop (`handover`): one
-        wake-up of the writer thread per group, one timeout timer per group."""
-        await self._handover(asyncio.get_running_loop()).submit(record)
-
-    def _handover(self, loop: asyncio.AbstractEventLoop) -> LoopHandover:
-        handover = self._handovers.get(loop)
-        if handover is None:
-            handover = self._handovers[loop] = LoopHandover(
-                self._loop_writer(loop),
-                loop,
-                timeout_s=self._record_timeout_s,
-                max_ticket=self._max_batch,
-                linger_s=self._linger_s,
-            )
-        return handover
-
-    def _loop_writer(self, loop: asyncio.AbstractEventLoop) -> GroupCommitWriter | WriterProcess:
-        """Where this loop's groups go: a child process of its own, or this process's writer."""
-        if self._process_config is None:
-            return self._writer
-        process = WriterProcess(loop, self._process_config)
-        process.prepare = self._writer.prepare
-        self._processes.append(process)
-        return process
+        hand-over to the writer (the loop's child process, or the thread) per group, one timeout
+        timer per group."""
+        await self._loops.for_loop(asyncio.get_running_loop()).submit(record)
 
     async def start_writer_process(self, timeout_s: float = 60.0) -> int | None:
         """Start the running loop's writer child now (the API's start-up) and wait until its
-        store is open, so the first predictions do not wait for its imports; its pid, or None
-        when groups are written by a thread. Raises `DecisionStoreUnavailable` if it fails."""
-        writer = self._handover(asyncio.get_running_loop()).writer
-        if not isinstance(writer, WriterProcess):
-            return None
-        try:
-            await asyncio.wait_for(asyncio.shield(writer.start()), timeout_s)
-        except TimeoutError:
-            raise DecisionStoreUnavailable(
-                f"the decision writer was not up within {timeout_s:g} s"
-            ) from None
-        return writer.pid
+        store is open; its pid, or None when groups are written by a thread."""
+        return await self._loops.start_process(timeout_s)
 
     def record_sync(self, record: DecisionRecord) -> None:
         """`record` for threads without an event loop; the same group commit."""
@@ -394,9 +356,8 @@ class DecisionStore:
     def export(
         self, start: datetime, end: datetime, out_path: Path, *, escape_formulas: bool = True
     ) -> int:
-        """Write the records of [start, end) to a .csv or .parquet file; returns the row count.
-        (Imported here: the export's CSV helpers load the batch package, and with it the model
-        libraries, which the writer child process, a `DecisionStore` too, has no use for.)"""
+        """Write the records of [start, end) to a .csv or .parquet file; returns the row count."""
+        # imported here: it loads the model libraries, which the writer child has no use for
         from loan_default.services.decisions.export import write_export
 
         return write_export(
@@ -419,8 +380,7 @@ class DecisionStore:
         """Run `prepare` on each group-commit group just before it is written (writer thread),
         or sent to a writer child process (on the event loop: the models are loaded here)."""
         self._writer.prepare = prepare
-        for process in self._processes:
-            process.prepare = prepare
+        self._loops.set_prepare(prepare)
 
     def stats(self) -> dict[str, int]:
         """Counters of the group-commit writer (commits, records, failed_records)."""
@@ -428,15 +388,12 @@ class DecisionStore:
         return {"commits": w.commits, "records": w.records, "failed_records": w.failed_records}
 
     def submit_group(self, items: list[Item]) -> None:
-        """Records with thread futures for the group-commit writer as one entry (the writer
-        child's path; `record` and `record_sync` are the callers' API)."""
+        """Records with thread futures to the group-commit writer as one entry (the child's)."""
         self._writer.submit_group(items)
 
     def close(self) -> None:
         """Commit what is queued, stop the writer(s) and release the connections."""
-        for process in self._processes:
-            process.close()
-        self._processes.clear()
+        self._loops.close()
         self._writer.close()
         self._writes.close()
         if self._checkpointer is not None:
