@@ -45,7 +45,7 @@ from loguru import logger
 
 from loan_default.services.decisions.errors import DecisionStoreUnavailable
 from loan_default.services.decisions.records import FIELD_NAMES, DecisionRecord
-from loan_default.services.decisions.writer import Ticket
+from loan_default.services.decisions.writer import Ticket, run_hook
 
 if TYPE_CHECKING:
     from loan_default.core.config import Settings
@@ -158,10 +158,7 @@ class WriterProcess:
             self._spawn()
         records = [record for record, _ in ticket.items]
         if self.prepare is not None:
-            try:
-                records = self.prepare(records)
-            except Exception:  # the hook must never cost a record
-                logger.exception("decision group hook failed; group written without it")
+            records = run_hook(self.prepare, records)
         self._seq += 1
         self._pending[self._seq] = ticket
         self._send(frame(self._seq, encode_records(records)))

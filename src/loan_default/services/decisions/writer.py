@@ -74,6 +74,22 @@ MAX_BACKOFF_S: Final = 1.0
 _STOP: Final = object()
 
 
+def run_hook(
+    prepare: Callable[[list[DecisionRecord]], list[DecisionRecord]], records: list[DecisionRecord]
+) -> list[DecisionRecord]:
+    """A group hook's records, or the group as it came if the hook raises (or returns another
+    number of records): the hook must never cost a record. For the thread and the child alike."""
+    try:
+        out = prepare(records)
+    except Exception:
+        logger.exception("decision group hook failed; group written without it")
+        return records
+    if len(out) != len(records):
+        logger.error("decision group hook changed the group's size; group written without it")
+        return records
+    return out
+
+
 def dbapi_error(exc: BaseException) -> BaseException:
     """The driver's own exception: SQLAlchemy wraps errors of the statements it runs, while the
     raw cursors of the bulk paths (executemany, COPY) raise the driver's directly."""
@@ -229,15 +245,10 @@ class GroupCommitWriter:
                 loop.call_soon_threadsafe(_wake, outcomes, callbacks)
 
     def _prepared(self, batch: list[Item]) -> list[Item]:
-        prepare = self.prepare
-        if prepare is None:
+        if self.prepare is None:
             return batch
-        try:
-            records = prepare([record for record, _ in batch])
-            return list(zip(records, (waiter for _, waiter in batch), strict=True))
-        except Exception:  # the hook must never cost a record
-            logger.exception("decision group hook failed; group written without it")
-            return batch
+        records = run_hook(self.prepare, [record for record, _ in batch])
+        return list(zip(records, (waiter for _, waiter in batch), strict=True))
 
     def _drain(self) -> None:
         """Fail whatever was queued after the stop (a caller racing `close`)."""
