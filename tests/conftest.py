@@ -109,30 +109,78 @@ def data_file() -> Path:
     return DATA_FILE
 
 
-@pytest.fixture(scope="session")
-def trained_store(tmp_path_factory: pytest.TempPathFactory, data_file: Path) -> Path:
-    """An MLflow SQLite store where `loan-default` v1 is trained and promoted to @production.
-
-    Session-scoped because training takes ~20 s; tests that change the registry must copy it
-    (see `fresh_store`).
-    """
+def train_store(store: Path) -> Path:
+    """Train, register and promote `loan-default` v1 into a new MLflow SQLite store `store`."""
     from loan_default.training.pipeline import train
 
-    store = tmp_path_factory.mktemp("mlflow-store")
+    store.mkdir(parents=True)
     report = train(make_settings(store), report_path=store / "report.json")
     assert report["promoted"] is True
     return store
 
 
-def copy_store(src: Path, dst: Path) -> Path:
-    """Copy the MLflow store `src` to `dst`, the copy's experiment pointed at the copy.
+#: `workerinput` key of the store the xdist controller trained for all workers.
+TEMPLATE_KEY = "loan_default_trained_store"
+_TEMPLATE = pytest.StashKey[Path]()
 
-    The registry re-resolves the recorded artifact paths of existing versions under the copy's
-    own artifact root (Registry._relocated), as for a `mlflow/` directory moved to another server.
-    New runs are another matter: MLflow writes them under the experiment's recorded
-    `artifact_location`, which in a plain copy is still the original's. So the copy's experiment
-    is pointed at the copy, or every retraining in a copy would add its versions' artifacts to the
-    session store, and a later test that counts that store's bundles would see them.
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under xdist, train the session model once, in the controller, before any worker starts.
+
+    Each worker used to train its own in its first test's setup, which pytest-timeout counts
+    against that test's 600 s. The first test is the soak (`LONGEST_FIRST`): on a CI run where
+    training took 8.5 min instead of ~20 s, the soak timed out. Trained here, the model costs no
+    test's budget, and one training (~8 s, untraced by coverage) replaces two concurrent ones.
+    Workers copy it (`trained_store`), so each still has a store of its own.
+    """
+    if hasattr(config, "workerinput") or config.getoption("dist", "no") == "no":
+        return
+    if config.getoption("collectonly") or config.getoption("markexpr", "") == "unit":
+        return
+    if not DATA_FILE.exists():
+        return  # `data_file` fails every test that needs the model, with the fix in its message
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="loan-default-model-"))
+    config.add_cleanup(lambda: shutil.rmtree(root, ignore_errors=True))
+    config.stash[_TEMPLATE] = train_store(root / "store")
+
+
+@pytest.hookimpl(optionalhook=True)  # unknown to pytest under `-p no:xdist`
+def pytest_configure_node(node: Any) -> None:
+    """Hand each xdist worker the path of the controller's trained store."""
+    template = node.config.stash.get(_TEMPLATE, None)
+    if template is not None:
+        node.workerinput[TEMPLATE_KEY] = str(template)
+
+
+@pytest.fixture(scope="session")
+def trained_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, data_file: Path
+) -> Path:
+    """An MLflow SQLite store where `loan-default` v1 is trained and promoted to @production.
+
+    Session-scoped because training takes ~20 s; tests that change the registry must copy it
+    (see `fresh_store`). Under xdist a copy of the store the controller trained
+    (`pytest_configure`), else trained here.
+    """
+    store = tmp_path_factory.getbasetemp() / "mlflow-store"
+    template = getattr(request.config, "workerinput", {}).get(TEMPLATE_KEY)
+    if template is not None:
+        return copy_store(Path(template), store)
+    return train_store(store)
+
+
+def copy_store(src: Path, dst: Path) -> Path:
+    """Copy the MLflow store `src` to `dst`, as if it had been trained at `dst`.
+
+    A SQLite store records absolute paths: the experiment's `artifact_location`, each run's
+    `artifact_uri`, each version's `source`. Every recorded path under `src` is rewritten to the
+    same path under `dst`, so the copy reads and writes only its own files: a retraining in a copy
+    adds nothing to the store it was copied from (a later test that counts that store's bundles
+    would see it), and a copy of a copy is no different from a copy of the original. (A plain
+    `cp -r mlflow/` keeps the old paths; `Registry._relocated` serves it, see test_transfer.py.)
     """
     import shutil
     import sqlite3
@@ -140,10 +188,19 @@ def copy_store(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     con = sqlite3.connect(dst / "mlflow.db")
     with con:
-        con.execute(
-            "update experiments set artifact_location = replace(artifact_location, ?, ?)",
-            (src.as_uri(), dst.as_uri()),
-        )
+        tables = [r[0] for r in con.execute("select name from sqlite_master where type='table'")]
+        for table in tables:
+            columns = [
+                r[1]
+                for r in con.execute(f'pragma table_info("{table}")')
+                if any(t in str(r[2]).upper() for t in ("CHAR", "TEXT", "CLOB"))
+            ]
+            for column in columns:
+                con.execute(
+                    f'update "{table}" set "{column}" = replace("{column}", ?, ?) '
+                    f'where instr("{column}", ?) > 0',
+                    (f"{src}/", f"{dst}/", f"{src}/"),
+                )
     con.close()
     return dst
 
