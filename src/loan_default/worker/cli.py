@@ -72,6 +72,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_children(args: argparse.Namespace, *, env: dict[str, str] | None) -> int:
+    from loan_default.worker.supervise import child_options
+
     exe = [sys.executable, "-m", "loan_default.cli"]
     worker_cmd = [*exe, "worker", "--loglevel", args.loglevel]
     if args.concurrency:
@@ -79,9 +81,10 @@ def _run_children(args: argparse.Namespace, *, env: dict[str, str] | None) -> in
     serve_cmd = [*exe, "serve", "--port", str(args.port)]
     if args.host:
         serve_cmd += ["--host", args.host]
+    options = child_options()  # own process groups: `forward` is their only signal
     children = [
-        subprocess.Popen(worker_cmd, env=env),  # noqa: S603 # nosec B603 - our own interpreter and module, fixed argv, no shell
-        subprocess.Popen(serve_cmd, env=env),  # noqa: S603 # nosec B603 - our own interpreter and module, fixed argv, no shell
+        subprocess.Popen(worker_cmd, env=env, **options),  # noqa: S603 # nosec B603 - our own interpreter and module, fixed argv, no shell
+        subprocess.Popen(serve_cmd, env=env, **options),  # noqa: S603 # nosec B603 - our own interpreter and module, fixed argv, no shell
     ]
     stopping: list[int] = []
 

@@ -15,6 +15,8 @@ import subprocess  # nosec B404 - fixed argv of the redis-server binary, never a
 import time
 from pathlib import Path
 
+from loan_default.worker.supervise import child_options
+
 #: Seconds to wait for the server to answer PING after it started.
 START_TIMEOUT_S = 10.0
 
@@ -69,7 +71,8 @@ class PrivateRedis:
             "--daemonize", "no",
             "--logfile", "redis.log",
         ]  # fmt: skip
-        self.proc = subprocess.Popen(argv)  # noqa: S603 # nosec B603 - fixed argv, no shell
+        # Out of the terminal's process group: Ctrl-C reaches `run`, which stops Redis last.
+        self.proc = subprocess.Popen(argv, **child_options())  # noqa: S603 # nosec B603 - fixed argv, no shell
         deadline = time.monotonic() + START_TIMEOUT_S
         while not _pong(self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
