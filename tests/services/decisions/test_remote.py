@@ -4,6 +4,7 @@ dead child fails its groups (never a silent loss) and is replaced, and close sto
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import time
@@ -16,6 +17,7 @@ from loan_default.services.decisions.records import set_challenger
 from loan_default.services.decisions.remote import (
     RESPAWN_S,
     FrameReader,
+    WriterProcess,
     decode_records,
     encode_records,
     frame,
@@ -57,6 +59,56 @@ def process_store(store_url: str) -> Iterator[DecisionStore]:
         yield s
     finally:
         s.close()
+
+
+@pytest.mark.integration
+def test_a_child_that_cannot_open_its_store_is_restarted_ever_more_slowly(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A child that dies before its store is open (here: a URL it refuses; the API checked the
+    same URL, so in service it is rarer: a crash at import, memory) logs one line, no traceback,
+    and exits; the next start waits RESPAWN_S, then twice that, and so on, instead of a Python
+    start every second for as long as it keeps failing."""
+    from loguru import logger
+
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="ERROR", format="{message}")
+    url = "mysql://nobody@127.0.0.1:1/none"
+    config = {"url": url, "log_level": "WARNING", "json_logs": False}
+
+    async def go() -> list[float]:
+        writer = WriterProcess(asyncio.get_running_loop(), config)
+        starts: list[float] = []
+        try:
+            deadline = time.monotonic() + RESPAWN_S * 7 + 20
+            while len(starts) < 3:
+                assert time.monotonic() < deadline, lines
+                try:
+                    ready = writer.start()
+                except DecisionStoreUnavailable:  # restarting: not yet
+                    await asyncio.sleep(0.05)
+                    continue
+                starts.append(time.monotonic())
+                with pytest.raises(DecisionStoreUnavailable):
+                    await asyncio.wait_for(ready, 20)
+        finally:
+            writer.close(5)
+        return starts
+
+    try:
+        starts = asyncio.run(go())
+    finally:
+        logger.remove(sink)
+    waits = [b - a for a, b in itertools.pairwise(starts)]
+    assert RESPAWN_S <= waits[0] < 2 * RESPAWN_S + 5, waits  # + the child's start-up
+    assert 2 * RESPAWN_S <= waits[1] < 4 * RESPAWN_S + 5, waits
+    assert [line.strip() for line in lines if "next start in" in line][:3] == [
+        f"the decision writer process exited; 0 group(s) unacknowledged; next start in {d:.0f} s"
+        for d in (RESPAWN_S, 2 * RESPAWN_S, 4 * RESPAWN_S)
+    ]
+    err = capfd.readouterr().err
+    assert err.count("decision store could not be opened: ValueError") == 3, err
+    assert "Traceback" not in err, err
 
 
 @pytest.mark.integration

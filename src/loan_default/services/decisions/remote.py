@@ -21,8 +21,10 @@ acknowledgement is empty (all committed) or `[[index, error], ...]` for the reco
 
 If the child dies, every group it had not acknowledged fails (`DecisionStoreUnavailable`: the
 caller gets a 503, never a 200 for a record that may be missing) and a new child is started on
-the next group after `RESPAWN_S`. If the API process dies, the child reads end-of-file, commits
-what it has and exits.
+the next group after `RESPAWN_S`; after a child that died before its store was open (a store
+that cannot be reached, a bad URL), the wait doubles up to `RESPAWN_MAX_S`, as a Python start
+costs ~0.5 s of CPU and a request every second would otherwise pay it every second. If the API
+process dies, the child reads end-of-file, commits what it has and exits.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ if TYPE_CHECKING:
 HEADER: Final = struct.Struct("<IQ")  # payload bytes, group sequence number (0: configuration)
 #: Seconds after a child is lost before the next one is started (groups fail meanwhile).
 RESPAWN_S: Final = 1.0
+#: The longest wait, reached by doubling `RESPAWN_S` while children die before they are ready.
+RESPAWN_MAX_S: Final = 30.0
 _FIELDS: Final = operator.attrgetter(*FIELD_NAMES)
 _DECIDED_AT: Final = FIELD_NAMES.index("decided_at")
 _MODULE: Final = "loan_default.services.decisions.writer_main"
@@ -131,6 +135,7 @@ class WriterProcess:
         self._pending: dict[int, Ticket] = {}
         self._seq = 0
         self._down_until = 0.0
+        self._failed_starts = 0  # children in a row that died before their store was open
         self._closed = False
         self._ready: asyncio.Future[None] | None = None
         self.prepare: Callable[[list[DecisionRecord]], list[DecisionRecord]] | None = None
@@ -177,7 +182,8 @@ class WriterProcess:
             )
         except OSError as exc:
             ours.close()
-            self._down_until = time.monotonic() + RESPAWN_S
+            self._failed_starts += 1
+            self._down_until = time.monotonic() + self._respawn_delay()
             logger.error("decision writer process could not start: {}", type(exc).__name__)
             raise DecisionStoreUnavailable("the decision writer could not start") from None
         finally:
@@ -239,6 +245,7 @@ class WriterProcess:
 
     def _acknowledged(self, seq: int, payload: bytes) -> None:
         if seq == 0:  # the child's store is open
+            self._failed_starts = 0
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(None)
             return
@@ -262,9 +269,17 @@ class WriterProcess:
             return
         self._detach()
         if not self._closed:  # `close` reaps the child it asked to stop
-            logger.error("{}; {} group(s) unacknowledged", reason, len(self._pending))
+            if self._ready is not None and not self._ready.done():
+                self._failed_starts += 1
+            delay = self._respawn_delay()
+            logger.error(
+                "{}; {} group(s) unacknowledged; next start in {:.0f} s",
+                reason,
+                len(self._pending),
+                delay,
+            )
             self._reap(timeout_s=0.0)
-            self._down_until = time.monotonic() + RESPAWN_S
+            self._down_until = time.monotonic() + delay
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(DecisionStoreUnavailable(reason))
             self._ready.exception()  # retrieved: nobody may be waiting for it
@@ -274,6 +289,10 @@ class WriterProcess:
                 if not fut.done():
                     fut.set_exception(DecisionStoreUnavailable(reason))
             ticket.on_settled()
+
+    def _respawn_delay(self) -> float:
+        """`RESPAWN_S`, doubled for each child in a row that died before it was ready."""
+        return float(min(RESPAWN_S * 2 ** max(self._failed_starts - 1, 0), RESPAWN_MAX_S))
 
     def _detach(self) -> None:
         sock, self._sock = self._sock, None

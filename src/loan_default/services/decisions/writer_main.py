@@ -85,7 +85,12 @@ def serve(sock: socket.socket) -> int:
         return 0
     config: dict[str, Any] = orjson.loads(first[1])
     configure_sinks(config.pop("log_level"), json_logs=config.pop("json_logs"))
-    store = DecisionStore.from_url(config.pop("url"), migrate=False, **config)
+    try:
+        store = DecisionStore.from_url(config.pop("url"), migrate=False, **config)
+    except Exception as exc:  # the API logs the loss and starts another child later
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        logger.error("decision store could not be opened: {}: {}", type(exc).__name__, first_line)
+        return 1
     acks = _Acks(sock)
     acks.send(0, [])  # ready: the API's start-up waits for this
     try:
