@@ -62,6 +62,41 @@ def process_store(store_url: str) -> Iterator[DecisionStore]:
 
 
 @pytest.mark.integration
+def test_a_hung_child_is_killed_and_replaced(store_url: str) -> None:
+    """A child that stops answering (SIGSTOP here; a deadlock or a lock wait in service) would
+    hold the loop's group in flight forever, and with it every later decision. After the record
+    timeout its callers have their 503s and the child is killed; a new one records again."""
+    config = {"url": store_url, "log_level": "WARNING", "json_logs": False}
+    store = DecisionStore.from_url(store_url, record_timeout_s=1.0, process_config=config)
+
+    async def go() -> tuple[int, int | None]:
+        first = await store.start_writer_process()
+        assert first is not None
+        await store.record(make_record(0))
+        os.kill(first, signal.SIGSTOP)
+        with pytest.raises(DecisionStoreUnavailable):
+            await store.record(make_record(1))
+        deadline = time.monotonic() + RESPAWN_S + 30
+        while True:
+            try:
+                await store.record(late := make_record(2))
+                break
+            except DecisionStoreUnavailable:
+                assert time.monotonic() < deadline, "recording did not resume"
+                await asyncio.sleep(0.2)
+        assert store.get(late.decision_id) == late
+        return first, await store.start_writer_process()
+
+    try:
+        first, second = asyncio.run(go())
+    finally:
+        store.close()
+    assert second is not None
+    assert second != first
+    assert not _alive(first)
+
+
+@pytest.mark.integration
 def test_a_child_that_cannot_open_its_store_is_restarted_ever_more_slowly(
     capfd: pytest.CaptureFixture[str],
 ) -> None:

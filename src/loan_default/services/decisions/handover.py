@@ -153,7 +153,7 @@ class LoopHandovers:
         if handover is None:
             target: GroupCommitWriter | WriterProcess = self._writer
             if self._process_config is not None:
-                target = WriterProcess(loop, self._process_config)
+                target = WriterProcess(loop, self._process_config, stall_s=self._timeout_s)
                 target.prepare = self._writer.prepare
                 self._processes.append(target)
             handover = self._handovers[loop] = LoopHandover(

@@ -24,7 +24,11 @@ caller gets a 503, never a 200 for a record that may be missing) and a new child
 the next group after `RESPAWN_S`; after a child that died before its store was open (a store
 that cannot be reached, a bad URL), the wait doubles up to `RESPAWN_MAX_S`, as a Python start
 costs ~0.5 s of CPU and a request every second would otherwise pay it every second. If the API
-process dies, the child reads end-of-file, commits what it has and exits.
+process dies, the child reads end-of-file, commits what it has and exits. A child that does not
+acknowledge a group within `stall_s` (the record timeout: its callers have had their 503s) is
+hung, not slow (the store's own waits are bounded: connect, TCP user and busy timeouts): it is
+killed and treated as dead, or the loop's hand-over, which waits for the group in flight, would
+stall every later group until the API restarts.
 """
 
 from __future__ import annotations
@@ -123,10 +127,14 @@ class WriterProcess:
     """One event loop's writer child (see the module doc); call everything on that loop, except
     `close`, which may come from any thread."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, config: dict[str, Any]) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, config: dict[str, Any], *, stall_s: float = 10.0
+    ) -> None:
         """`config`: the keyword arguments of `DecisionStore.from_url` for the child, plus `url`
-        and the log settings (`log_level`, `json_logs`)."""
+        and the log settings (`log_level`, `json_logs`); `stall_s`: see the module doc."""
         self._loop = loop
+        self._stall_s = stall_s
+        self._deadlines: dict[int, asyncio.TimerHandle] = {}
         self._config = orjson.dumps(config)
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
@@ -166,6 +174,7 @@ class WriterProcess:
             records = run_hook(self.prepare, records)
         self._seq += 1
         self._pending[self._seq] = ticket
+        self._deadlines[self._seq] = self._loop.call_later(self._stall_s, self._stalled, self._seq)
         self._send(frame(self._seq, encode_records(records)))
 
     # --- the socket --------------------------------------------------------------------------
@@ -252,6 +261,9 @@ class WriterProcess:
         ticket = self._pending.pop(seq, None)
         if ticket is None:
             return
+        deadline = self._deadlines.pop(seq, None)
+        if deadline is not None:
+            deadline.cancel()
         errors: dict[int, str] = dict(orjson.loads(payload)) if payload else {}
         for index, (_, fut) in enumerate(ticket.items):
             if fut.done():  # cancelled, or failed by the group's timeout
@@ -262,6 +274,19 @@ class WriterProcess:
             else:
                 fut.set_exception(DecisionStoreUnavailable(error))
         ticket.on_settled()
+
+    def _stalled(self, seq: int) -> None:
+        """Group `seq` is not acknowledged after `stall_s`: the child is hung; kill it."""
+        self._deadlines.pop(seq, None)
+        if seq not in self._pending or self._proc is None:
+            return
+        logger.error(
+            "decision writer process {} did not acknowledge a group in {:g} s; killing it",
+            self._proc.pid,
+            self._stall_s,
+        )
+        self._proc.kill()
+        self._lost("the decision writer process stalled")
 
     def _lost(self, reason: str) -> None:
         """The child is gone: fail what it had not acknowledged; the next group starts another."""
@@ -283,6 +308,9 @@ class WriterProcess:
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(DecisionStoreUnavailable(reason))
             self._ready.exception()  # retrieved: nobody may be waiting for it
+        for deadline in self._deadlines.values():
+            deadline.cancel()
+        self._deadlines.clear()
         pending, self._pending = self._pending, {}
         for ticket in pending.values():
             for _, fut in ticket.items:
