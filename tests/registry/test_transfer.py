@@ -25,7 +25,7 @@ from loan_default.registry.transfer import (
     import_bundle,
     read_archive,
 )
-from tests.conftest import make_settings
+from tests.conftest import copy_store, make_settings
 
 pytestmark = pytest.mark.integration
 
@@ -182,3 +182,28 @@ def test_a_copied_store_serves_from_its_new_place(trained_store: Path, tmp_path:
     card.write_text("{}")
     with pytest.raises(ModelLoadError, match="missing or corrupt"):
         registry.load_bundle("1")
+
+
+def test_retraining_in_a_copied_store_writes_only_into_the_copy(
+    trained_store: Path, tmp_path: Path, quick_training: int
+) -> None:
+    """`cp -r mlflow/` elsewhere, then retrain there: the new version's artifacts land under the
+    copy's artifact root, not in the tree it was copied from (which the copy would then silently
+    depend on), and the copy serves the new version after the original is gone."""
+    from loan_default.training.pipeline import train
+
+    original = copy_store(trained_store, tmp_path / "original")  # a store trained in place
+    copy = tmp_path / "elsewhere" / "mlflow"
+    shutil.copytree(original, copy)
+    before = sorted(p.relative_to(original) for p in original.rglob("*") if p.is_file())
+    settings = make_settings(copy)
+    report = train(settings)
+    assert report["model_version"] == "2"
+    after = sorted(p.relative_to(original) for p in original.rglob("*") if p.is_file())
+    assert after == before, "retraining in the copy wrote into the original"
+    shutil.rmtree(original)
+    cards = [p for p in (copy / "artifacts").rglob("model_card.json") if p.parent.name == "bundle"]
+    assert len(cards) == 2, cards  # v1's, copied, and v2's
+    registry = Registry(settings)
+    assert registry.load_bundle("2").version == "2"
+    assert registry.load_bundle("1").version == "1"  # the old version, via `_relocated`

@@ -8,6 +8,7 @@ registered-model tag; rollback pops it.
 from __future__ import annotations
 
 import re
+import sqlite3
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 import mlflow
+from loguru import logger
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -29,6 +31,23 @@ _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 
 def _file_uri_path(uri: str) -> Path:
     return Path(url2pathname(urlparse(uri).path)).resolve()
+
+
+#: An MLflow run id: 32 lowercase hex digits.
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _layout_tail(path: Path) -> Path | None:
+    """The part of an artifact path MLflow lays out below its artifact root, whatever the root:
+    from `models/<model id>` (a logged model, MLflow 3) or from the run id (a run's artifacts),
+    whichever comes last; None for a path in neither layout."""
+    parts = path.parts
+    for i in range(len(parts) - 1, 0, -1):
+        if parts[i - 1] == "models" and parts[i].startswith("m-"):
+            return Path(*parts[i - 1 :])
+        if _RUN_ID.fullmatch(parts[i]):
+            return Path(*parts[i:])
+    return None
 
 
 class RegistryError(RuntimeError):
@@ -65,8 +84,12 @@ class Registry:
 
     # --- experiment ----------------------------------------------------------------------
     def ensure_experiment(self) -> str:
+        """The experiment new runs go to (training, `model import`), created on first use with
+        the configured artifact root; a moved SQLite store's is pointed at the new root first
+        (`_follow_moved_store`)."""
         exp = self.client.get_experiment_by_name(self.settings.mlflow_experiment)
         if exp is not None:
+            self._follow_moved_store(str(exp.experiment_id), exp.artifact_location)
             return str(exp.experiment_id)
         root_setting = self.settings.mlflow_artifact_root.strip()
         location: str | None
@@ -79,6 +102,42 @@ class Registry:
             root.mkdir(parents=True, exist_ok=True)
             location = root.as_uri()
         return str(self.client.create_experiment(self.settings.mlflow_experiment, location))
+
+    def _follow_moved_store(self, experiment_id: str, location: str) -> None:
+        """Point the experiment of a copied SQLite store at the configured artifact root.
+
+        MLflow writes a new run's artifacts under its experiment's recorded location, an absolute
+        path. In a copy of `mlflow/` (another directory, another server) that is still the
+        original's: a retraining there would put the new version's files into the tree it was
+        copied from, and the copy would silently depend on that tree. MLflow has no call to change
+        an experiment's location, so the row is updated in the store's own file (SQLite only: a
+        tracking server owns its artifact locations). Earlier versions keep their recorded paths
+        and are read from the copy (`_relocated`).
+        """
+        uri = self.settings.mlflow_tracking_uri
+        root = self.local_artifact_root()
+        if root is None or not uri.startswith("sqlite:///") or not location.startswith("file:"):
+            return
+        if _file_uri_path(location) == root:
+            return
+        root.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(uri.removeprefix("sqlite:///"))
+        try:
+            with con:
+                con.execute(
+                    "update experiments set artifact_location = ? where experiment_id = ?",
+                    (root.as_uri(), int(experiment_id)),
+                )
+        finally:
+            con.close()
+        logger.warning(
+            "experiment {} recorded its artifacts under {}, not under MLFLOW_ARTIFACT_ROOT {} "
+            "(a moved or copied store): new runs now write under {}",
+            experiment_id,
+            _file_uri_path(location),
+            root,
+            root,
+        )
 
     # --- versions and aliases ------------------------------------------------------------
     def alias_version(self, alias: str | None = None) -> str | None:
@@ -162,7 +221,7 @@ class Registry:
             source = self.client.get_model_version_download_uri(self.name, str(version))
         except MlflowException as exc:
             raise ModelLoadError(f"model {self.name!r} has no version {version}") from exc
-        source = self._relocated(str(version), source)
+        source = self._relocated(source)
         local = Path(
             mlflow.artifacts.download_artifacts(
                 artifact_uri=source,
@@ -182,34 +241,26 @@ class Registry:
             return None
         return Path(root).resolve()
 
-    def _relocated(self, version: str, source: str) -> str:
+    def _relocated(self, source: str) -> str:
         """`source` re-resolved under this store's artifact root when the store has been moved.
 
-        A SQLite store records absolute `file://` artifact locations (MLflow resolves them when an
-        experiment is created). After `mlflow/` is copied elsewhere those paths are gone, or worse,
-        still point into the old copy; the artifacts are under the configured root at the same
-        path relative to the experiment's recorded location. So: a local source that lies under
-        its experiment's recorded location, which is not the configured root, is read from the
-        configured root instead, when it exists there.
+        A SQLite store records absolute `file://` artifact locations. After `mlflow/` is copied
+        elsewhere those paths are gone, or worse, still point into the old copy; the artifacts
+        are under the configured root, at MLflow's layout below the root it was recorded under
+        (`_layout_tail`). So a local source outside the configured root is read from there
+        instead, when it exists there (a root changed in the settings, files not moved: as
+        recorded).
         """
         if not source.startswith("file:"):
             return source
         new_root = self.local_artifact_root()
         if new_root is None:
             return source
-        try:
-            mv = self.client.get_model_version(self.name, version)
-            run = self.client.get_run(mv.run_id) if mv.run_id else None
-            experiment = self.client.get_experiment(run.info.experiment_id) if run else None
-        except MlflowException:
-            return source
-        if experiment is None or not experiment.artifact_location.startswith("file:"):
-            return source
-        old_root = _file_uri_path(experiment.artifact_location)
         path = _file_uri_path(source)
-        if old_root == new_root or not path.is_relative_to(old_root):
+        tail = None if path.is_relative_to(new_root) else _layout_tail(path)
+        if tail is None:
             return source
-        moved = new_root / path.relative_to(old_root)
+        moved = new_root / tail
         return moved.as_uri() if moved.exists() else source
 
     def load_bundle(self, version: str, *, alias: str | None = None) -> ModelBundle:
