@@ -63,9 +63,9 @@ def process_store(store_url: str) -> Iterator[DecisionStore]:
 
 @pytest.mark.integration
 def test_a_hung_child_is_killed_and_replaced(store_url: str) -> None:
-    """A child that stops answering (SIGSTOP here; a deadlock or a lock wait in service) would
-    hold the loop's group in flight forever, and with it every later decision. After the record
-    timeout its callers have their 503s and the child is killed; a new one records again."""
+    """A child that stops answering (SIGSTOP here; a deadlock in service) would hold the loop's
+    group in flight forever, and with it every later decision. Its callers have their 503s at the
+    record timeout; after STALL_TIMEOUTS of them the child is killed and a new one records."""
     config = {"url": store_url, "log_level": "WARNING", "json_logs": False}
     store = DecisionStore.from_url(store_url, record_timeout_s=1.0, process_config=config)
 

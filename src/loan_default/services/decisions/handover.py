@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from loan_default.services.decisions.errors import DecisionStoreUnavailable
 from loan_default.services.decisions.records import DecisionRecord
-from loan_default.services.decisions.remote import WriterProcess
+from loan_default.services.decisions.remote import STALL_TIMEOUTS, WriterProcess
 from loan_default.services.decisions.writer import GroupCommitWriter, Item, Ticket
 
 #: Records handed over in one ticket at most; the rest go with the next one.
@@ -153,7 +153,9 @@ class LoopHandovers:
         if handover is None:
             target: GroupCommitWriter | WriterProcess = self._writer
             if self._process_config is not None:
-                target = WriterProcess(loop, self._process_config, stall_s=self._timeout_s)
+                target = WriterProcess(
+                    loop, self._process_config, stall_s=STALL_TIMEOUTS * self._timeout_s
+                )
                 target.prepare = self._writer.prepare
                 self._processes.append(target)
             handover = self._handovers[loop] = LoopHandover(

@@ -25,10 +25,10 @@ the next group after `RESPAWN_S`; after a child that died before its store was o
 that cannot be reached, a bad URL), the wait doubles up to `RESPAWN_MAX_S`, as a Python start
 costs ~0.5 s of CPU and a request every second would otherwise pay it every second. If the API
 process dies, the child reads end-of-file, commits what it has and exits. A child that does not
-acknowledge a group within `stall_s` (the record timeout: its callers have had their 503s) is
-hung, not slow (the store's own waits are bounded: connect, TCP user and busy timeouts): it is
-killed and treated as dead, or the loop's hand-over, which waits for the group in flight, would
-stall every later group until the API restarts.
+acknowledge a group within `stall_s` (`STALL_TIMEOUTS` record timeouts: its callers have long had
+their 503s, and every wait of the store's own has ended: connect 5 s, SQLite busy 10 s, TCP user
+timeout 20 s) is hung, not slow: it is killed and treated as dead, or the loop's hand-over, which
+waits for the group in flight, would stall every later group until the API restarts.
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ HEADER: Final = struct.Struct("<IQ")  # payload bytes, group sequence number (0:
 RESPAWN_S: Final = 1.0
 #: The longest wait, reached by doubling `RESPAWN_S` while children die before they are ready.
 RESPAWN_MAX_S: Final = 30.0
+#: Record timeouts after which a group not acknowledged means a hung child (see the module doc).
+STALL_TIMEOUTS: Final = 3
 _FIELDS: Final = operator.attrgetter(*FIELD_NAMES)
 _DECIDED_AT: Final = FIELD_NAMES.index("decided_at")
 _MODULE: Final = "loan_default.services.decisions.writer_main"
@@ -128,7 +130,7 @@ class WriterProcess:
     `close`, which may come from any thread."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, config: dict[str, Any], *, stall_s: float = 10.0
+        self, loop: asyncio.AbstractEventLoop, config: dict[str, Any], *, stall_s: float = 30.0
     ) -> None:
         """`config`: the keyword arguments of `DecisionStore.from_url` for the child, plus `url`
         and the log settings (`log_level`, `json_logs`); `stall_s`: see the module doc."""
