@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, pid_alive
 from tests.worker.conftest import CLI, HEADERS, batch_settings, settings_env, wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -40,22 +40,14 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def wait_gone(pids: set[int], timeout: float) -> set[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        left = {p for p in pids if alive(p)}
+        left = {p for p in pids if pid_alive(p)}
         if not left:
             return left
         time.sleep(0.1)
-    return {p for p in pids if alive(p)}
+    return {p for p in pids if pid_alive(p)}
 
 
 def start_run(trained_store: Path, tmp_path: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
@@ -122,5 +114,5 @@ def test_a_killed_run_takes_its_children_with_it(trained_store: Path, tmp_path: 
             httpx.get(url + "/healthz", timeout=2)
     finally:
         for pid in below:
-            if alive(pid):
+            if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)

@@ -33,6 +33,13 @@ def _file_uri_path(uri: str) -> Path:
     return Path(url2pathname(urlparse(uri).path)).resolve()
 
 
+def _sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a `sqlite:///` tracking URI (relative or, with 4 slashes, absolute)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri.removeprefix("sqlite:///"))
+
+
 #: An MLflow run id: 32 lowercase hex digits.
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -66,8 +73,9 @@ class VersionInfo:
 def configure_tracking(settings: Settings) -> None:
     """Point MLflow at the configured store; create `mlflow/` for the embedded SQLite default."""
     uri = settings.mlflow_tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    db = _sqlite_file(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
 
@@ -114,14 +122,14 @@ class Registry:
         tracking server owns its artifact locations). Earlier versions keep their recorded paths
         and are read from the copy (`_relocated`).
         """
-        uri = self.settings.mlflow_tracking_uri
+        db = _sqlite_file(self.settings.mlflow_tracking_uri)
         root = self.local_artifact_root()
-        if root is None or not uri.startswith("sqlite:///") or not location.startswith("file:"):
+        if root is None or db is None or not location.startswith("file:"):
             return
         if _file_uri_path(location) == root:
             return
         root.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(uri.removeprefix("sqlite:///"))
+        con = sqlite3.connect(db)
         try:
             with con:
                 con.execute(
@@ -131,11 +139,10 @@ class Registry:
         finally:
             con.close()
         logger.warning(
-            "experiment {} recorded its artifacts under {}, not under MLFLOW_ARTIFACT_ROOT {} "
-            "(a moved or copied store): new runs now write under {}",
+            "experiment {} recorded its artifacts under {} (a moved or copied store): new runs "
+            "now write under MLFLOW_ARTIFACT_ROOT {}",
             experiment_id,
             _file_uri_path(location),
-            root,
             root,
         )
 

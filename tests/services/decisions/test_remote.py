@@ -22,17 +22,21 @@ from loan_default.services.decisions.remote import (
     encode_records,
     frame,
 )
+from tests.conftest import pid_alive
 from tests.services.decisions.conftest import make_record
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie still answers kill(0); its state says it is gone
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+async def record_when_back(store: DecisionStore, within_s: float) -> DecisionRecord:
+    """Record a new decision, retrying while the writer is refused (a child restarting), and
+    return it once it is committed; fail if that takes longer than `within_s`."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            await store.record(late := make_record(99))
+            return late
+        except DecisionStoreUnavailable:
+            assert time.monotonic() < deadline, "recording did not resume"
+            await asyncio.sleep(0.2)
 
 
 @pytest.mark.unit
@@ -76,14 +80,7 @@ def test_a_hung_child_is_killed_and_replaced(store_url: str) -> None:
         os.kill(first, signal.SIGSTOP)
         with pytest.raises(DecisionStoreUnavailable):
             await store.record(make_record(1))
-        deadline = time.monotonic() + RESPAWN_S + 30
-        while True:
-            try:
-                await store.record(late := make_record(2))
-                break
-            except DecisionStoreUnavailable:
-                assert time.monotonic() < deadline, "recording did not resume"
-                await asyncio.sleep(0.2)
+        late = await record_when_back(store, RESPAWN_S + 30)
         assert store.get(late.decision_id) == late
         return first, await store.start_writer_process()
 
@@ -93,7 +90,7 @@ def test_a_hung_child_is_killed_and_replaced(store_url: str) -> None:
         store.close()
     assert second is not None
     assert second != first
-    assert not _alive(first)
+    assert not pid_alive(first)
 
 
 @pytest.mark.integration
@@ -161,7 +158,7 @@ def test_groups_written_by_the_child_come_back_identical(process_store: Decision
     for record in records:
         assert process_store.get(record.decision_id) == record
     process_store.close()
-    assert not _alive(pid), "close stops the child"
+    assert not pid_alive(pid), "close stops the child"
 
 
 @pytest.mark.integration
@@ -184,20 +181,14 @@ def test_a_killed_child_fails_its_groups_and_a_new_one_takes_over(
             assert outcome is None or isinstance(outcome, DecisionStoreUnavailable)
             if outcome is None:
                 assert process_store.get(record.decision_id) == record
-        deadline = time.monotonic() + RESPAWN_S + 20
-        while True:  # after the back-off a new child records again, no restart of the API
-            try:
-                await process_store.record(late := make_record(99))
-                break
-            except DecisionStoreUnavailable:
-                assert time.monotonic() < deadline, "recording did not resume"
-                await asyncio.sleep(0.2)
+        # after the back-off a new child records again, no restart of the API
+        late = await record_when_back(process_store, RESPAWN_S + 20)
         assert process_store.get(late.decision_id) == late
         second = await process_store.start_writer_process()
         assert second is not None
         assert second != first
-        assert _alive(second)
-        assert not _alive(first)
+        assert pid_alive(second)
+        assert not pid_alive(first)
 
     asyncio.run(go())
 
@@ -240,6 +231,6 @@ def test_the_child_outlives_signals_meant_for_the_group_and_ends_with_the_api(
         return pid
 
     pid = asyncio.run(go())
-    assert _alive(pid)
+    assert pid_alive(pid)
     process_store.close()
-    assert not _alive(pid)
+    assert not pid_alive(pid)

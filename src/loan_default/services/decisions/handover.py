@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable
 from typing import Any, Final
 
 from loan_default.services.decisions.errors import DecisionStoreUnavailable
@@ -154,9 +153,11 @@ class LoopHandovers:
             target: GroupCommitWriter | WriterProcess = self._writer
             if self._process_config is not None:
                 target = WriterProcess(
-                    loop, self._process_config, stall_s=STALL_TIMEOUTS * self._timeout_s
+                    loop,
+                    self._process_config,
+                    stall_s=STALL_TIMEOUTS * self._timeout_s,
+                    hook=lambda: self._writer.prepare,  # one hook, the store's: set_group_hook
                 )
-                target.prepare = self._writer.prepare
                 self._processes.append(target)
             handover = self._handovers[loop] = LoopHandover(
                 target,
@@ -181,13 +182,6 @@ class LoopHandovers:
                 f"the decision writer was not up within {timeout_s:g} s"
             ) from None
         return target.pid
-
-    def set_prepare(
-        self, prepare: Callable[[list[DecisionRecord]], list[DecisionRecord]] | None
-    ) -> None:
-        """The group hook, run by each child's loop before a group is sent (see `remote`)."""
-        for process in self._processes:
-            process.prepare = prepare
 
     def close(self) -> None:
         """Stop every child (each commits what it has first)."""

@@ -51,7 +51,7 @@ from loguru import logger
 
 from loan_default.services.decisions.errors import DecisionStoreUnavailable
 from loan_default.services.decisions.records import FIELD_NAMES, DecisionRecord
-from loan_default.services.decisions.writer import Ticket, run_hook
+from loan_default.services.decisions.writer import GroupHook, Ticket, run_hook
 
 if TYPE_CHECKING:
     from loan_default.core.config import Settings
@@ -130,11 +130,19 @@ class WriterProcess:
     `close`, which may come from any thread."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, config: dict[str, Any], *, stall_s: float = 30.0
+        self,
+        loop: asyncio.AbstractEventLoop,
+        config: dict[str, Any],
+        *,
+        stall_s: float = 30.0,
+        hook: Callable[[], GroupHook | None] = lambda: None,
     ) -> None:
         """`config`: the keyword arguments of `DecisionStore.from_url` for the child, plus `url`
-        and the log settings (`log_level`, `json_logs`); `stall_s`: see the module doc."""
+        and the log settings (`log_level`, `json_logs`); `stall_s`: see the module doc; `hook`:
+        the store's group hook now (the shadow challenger), run on each group before it is sent,
+        as the challenger's model is loaded in this process, not in the child."""
         self._loop = loop
+        self._hook = hook
         self._stall_s = stall_s
         self._deadlines: dict[int, asyncio.TimerHandle] = {}
         self._config = orjson.dumps(config)
@@ -148,9 +156,6 @@ class WriterProcess:
         self._failed_starts = 0  # children in a row that died before their store was open
         self._closed = False
         self._ready: asyncio.Future[None] | None = None
-        self.prepare: Callable[[list[DecisionRecord]], list[DecisionRecord]] | None = None
-        """The store's group hook (the shadow challenger), run on each group before it is sent:
-        the challenger's model is loaded in this process, not in the child."""
 
     @property
     def pid(self) -> int | None:
@@ -172,8 +177,9 @@ class WriterProcess:
         if self._sock is None:
             self._spawn()
         records = [record for record, _ in ticket.items]
-        if self.prepare is not None:
-            records = run_hook(self.prepare, records)
+        prepare = self._hook()
+        if prepare is not None:
+            records = run_hook(prepare, records)
         self._seq += 1
         self._pending[self._seq] = ticket
         self._deadlines[self._seq] = self._loop.call_later(self._stall_s, self._stalled, self._seq)

@@ -380,7 +380,6 @@ class DecisionStore:
         """Run `prepare` on each group-commit group just before it is written (writer thread),
         or sent to a writer child process (on the event loop: the models are loaded here)."""
         self._writer.prepare = prepare
-        self._loops.set_prepare(prepare)
 
     def stats(self) -> dict[str, int]:
         """Counters of the group-commit writer (commits, records, failed_records)."""

@@ -74,9 +74,11 @@ MAX_BACKOFF_S: Final = 1.0
 _STOP: Final = object()
 
 
-def run_hook(
-    prepare: Callable[[list[DecisionRecord]], list[DecisionRecord]], records: list[DecisionRecord]
-) -> list[DecisionRecord]:
+#: A group-commit group's hook: the records as they will be written (the shadow challenger).
+GroupHook = Callable[[list[DecisionRecord]], list[DecisionRecord]]
+
+
+def run_hook(prepare: GroupHook, records: list[DecisionRecord]) -> list[DecisionRecord]:
     """A group hook's records, or the group as it came if the hook raises (or returns another
     number of records): the hook must never cost a record. For the thread and the child alike."""
     try:
