@@ -1,6 +1,8 @@
 """Run one benchmark on a base git ref and on the working tree, alternating, in one run.
 
 Usage: `.venv/bin/python bench/compare.py --base HEAD~3 [--rounds 2] -- bench_api.py --duration 5`
+(`--same-script`: run the working tree's copy of the script on both sides, for a benchmark the
+base commit does not have; it must then use only code both trees share.)
 
 The base ref is checked out into a temporary git worktree; each side runs *its own* copy of the
 benchmark script with `PYTHONPATH` pointing at its own `src/` (the same virtualenv, so the same
@@ -30,9 +32,10 @@ SHARED = ("mlflow", "training/Default_Fin.csv")
 NUMBER_LINE = re.compile(r"^\s*(?P<label>[A-Za-z][^\d\n]*?)[\s:=]+(?P<value>-?\d+(?:\.\d+)?)\b")
 
 
-def run_side(tree: Path, script: str, args: list[str]) -> dict[str, float]:
+def run_side(tree: Path, script: Path, args: list[str]) -> dict[str, float]:
+    """Run `script` with `tree`'s package first on the path (bench/ beside the script too)."""
     env = {**os.environ, "PYTHONPATH": str(tree / "src")}
-    cmd = [sys.executable, str(tree / "bench" / script), *args]
+    cmd = [sys.executable, str(script), *args]
     proc = subprocess.run(  # nosec B603 - our interpreter, fixed argv
         cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False
     )
@@ -53,6 +56,11 @@ def main() -> None:
     parser.add_argument("--base", required=True, help="git ref to compare against")
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs per side")
     parser.add_argument("script", help="benchmark file name in bench/, e.g. bench_api.py")
+    parser.add_argument(
+        "--same-script",
+        action="store_true",
+        help="run the working tree's copy of the script on both sides",
+    )
     parser.add_argument("args", nargs=argparse.REMAINDER, help="its arguments (after --)")
     ns = parser.parse_args()
     args = [a for a in ns.args if a != "--"]
@@ -77,7 +85,8 @@ def main() -> None:
                     print(
                         f"\n##### round {r + 1}: {side} ({ns.base if side == 'base' else 'tree'})"
                     )
-                    runs[side].append(run_side(tree, ns.script, args))
+                    script_tree = ROOT if ns.same_script else tree
+                    runs[side].append(run_side(tree, script_tree / "bench" / ns.script, args))
         finally:
             subprocess.run(  # nosec B603 B607 - git with fixed argv
                 ["git", "worktree", "remove", "--force", str(base_tree)],
