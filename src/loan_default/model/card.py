@@ -50,10 +50,11 @@ class Calibration(BaseModel):
     def apply(self, p: _P) -> _P:
         """Calibrated probability: the one calibration code path.
 
-        Generic over a numpy scalar (the single predict) and an array (batches, the gate): the
-        same ufuncs run either way, so a batch row gets exactly its single prediction (numpy
-        computes a value the same alone or in a SIMD lane: tests/training/test_calibration.py).
-        On a scalar it takes ~2 us, on a 1-element array ~5 us: the hot path passes scalars.
+        Generic over one value and an array: the same ufuncs run either way, so a value gets
+        exactly its result inside an array (numpy computes a value the same alone or in a SIMD
+        lane: tests/training/test_calibration.py). Training and the parity check call it; the
+        served graph has the Platt map folded in (`model.graph`), so serving calls it only for
+        an isotonic map, which cannot be folded.
         """
         q = np.float64(p)  # float64 scalar, or a float64 copy of an array
         if self.method == "isotonic":
