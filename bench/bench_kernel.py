@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
+
+from bench_api import runs_us
 
 from loan_default.core.config import Settings
 from loan_default.registry.client import Registry
@@ -26,19 +27,6 @@ from loan_default.services.model import ModelService
 
 ROW = (1, 8754.36, 532339.56)  # the bench_api body: not adverse, so no reason codes
 ADVERSE = (1, 25000.0, 20000.0)  # adverse: predict_one ranks its reason codes too
-
-
-def per_call_us(fn: Callable[[], Any], calls: int, repeat: int) -> list[float]:
-    """Microseconds per call, one figure per round of `calls` calls (after a warm-up)."""
-    for _ in range(2000):
-        fn()
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter_ns()
-        for _ in range(calls):
-            fn()
-        out.append((time.perf_counter_ns() - t0) / calls / 1000)
-    return out
 
 
 def main() -> None:
@@ -60,7 +48,7 @@ def main() -> None:
     }
     print(f"== in-process, us per call: best and median of {ns.repeat} rounds of {ns.calls}")
     for name, fn in cases.items():
-        runs = per_call_us(fn, ns.calls, ns.repeat)
+        runs = runs_us(fn, ns.calls, ns.repeat)
         print(f"{name} best {min(runs):.2f} us")
         print(f"{name} median {statistics.median(runs):.2f} us")
 

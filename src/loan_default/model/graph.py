@@ -96,10 +96,8 @@ def _binary_ensemble(model: onnx.ModelProto) -> dict[str, Any]:
             f"expected one TreeEnsembleClassifier node, got {[n.op_type for n in nodes]}"
         )
     attrs = {a.name: helper.get_attribute_value(a) for a in nodes[0].attribute}
-    if attrs.get("post_transform") != b"LOGISTIC" or list(attrs.get("classlabels_int64s", [])) != [
-        0,
-        1,
-    ]:
+    labels = list(attrs.get("classlabels_int64s", []))
+    if attrs.get("post_transform") != b"LOGISTIC" or labels != [0, 1]:
         raise ValueError("expected a binary classifier with a logistic output")
     if set(attrs.get("class_ids", [])) != {0} or len(attrs.get("base_values", [0.0])) != 1:
         raise ValueError("expected one margin per row (class_ids all 0, one base value)")
