@@ -102,6 +102,49 @@ def _render(header: list[str], rows: list[list[str]]) -> bytes:
     return ("\n".join(",".join(r) for r in [header, *rows]) + "\n").encode()
 
 
+# --- the CSV reader's byte-level fast path ----------------------------------------------------
+#: Cells near the grammar's edges: signs, dots, leading zeros, exponents, letters, padding.
+grammar_cell = st.one_of(
+    st.text(alphabet="0123456789.-+eE xinfaN", min_size=0, max_size=7),
+    st.from_regex(r"\A-?(0|[1-9][0-9]{0,5})(\.[0-9]{1,4})?\Z"),
+    st.sampled_from(["01", "-01", "00", ".5", "5.", "-.5", "+1", "1.e5", "1e5", "inf", "-0"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    cells=st.lists(grammar_cell, min_size=1, max_size=12),
+    cut=st.integers(0, 12),
+    integer=st.booleans(),
+)
+def test_the_byte_level_check_accepts_only_what_the_regex_accepts(
+    cells: list[str], cut: int, integer: bool
+) -> None:
+    """`_plain_literals` (no regex, a few passes over the column's bytes after Arrow's cast)
+    never passes a column with a cell the JSON grammar refuses, and passes every column of plain
+    literals; chunks and a sliced (offset) chunk, as Arrow's CSV reader hands them over."""
+    import re
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from loan_default.services.batch import csv_input
+
+    whole = pa.array(["pad", *cells], pa.string()).slice(1)  # an offset into the buffers
+    cut = min(cut, len(cells))
+    column = pa.chunked_array([whole.slice(0, cut), whole.slice(cut)], pa.string())
+    try:
+        pc.cast(column, pa.float64())
+    except pa.ArrowInvalid:
+        return  # the fast path is only asked after a clean cast
+    grammar = re.compile(csv_input.JSON_INTEGER_RE if integer else csv_input.JSON_NUMBER_RE)
+    plain = re.compile(r"\A-?(0|[1-9][0-9]*)\Z" if integer else r"\A-?(0|[1-9][0-9]*)(\.[0-9]+)?\Z")
+    fast = csv_input._plain_literals(column, integer=integer)
+    if fast:
+        assert all(grammar.match(c) for c in cells), cells
+    assert fast == all(plain.match(c) for c in cells), cells
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     rows=st.lists(valid_row, min_size=1, max_size=40),

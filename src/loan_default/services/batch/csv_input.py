@@ -182,6 +182,57 @@ def _matches(text: Any, pattern: str) -> npt.NDArray[np.bool_]:
     return np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool)
 
 
+def _plain_chunk(chunk: Any, integer: bool) -> bool:
+    """See `_plain_literals`; one Arrow string array, read through its offsets and bytes."""
+    n = len(chunk)
+    if n == 0:
+        return True
+    if chunk.null_count or chunk.type != pa.string():
+        return False
+    _, offset_buf, data_buf = chunk.buffers()
+    offsets = np.frombuffer(offset_buf, dtype=np.int32, count=n + 1, offset=chunk.offset * 4)
+    base = int(offsets[0])
+    if data_buf is None or int(offsets[-1]) == base:
+        return False
+    data = np.frombuffer(data_buf, dtype=np.uint8, count=int(offsets[-1]) - base, offset=base)
+    if data.size == n:  # one byte a cell (`employed`; an empty one failed the cast): a digit
+        return bool(((data - np.uint8(ord("0"))) < 10).all())
+    starts, ends = offsets[:-1], offsets[1:]
+    if base:
+        starts, ends = starts - base, ends - base
+    if data.max() > ord("9") or not (starts < ends).all():
+        return False  # letters (`1e5`, `inf`, `0x10`) or an empty cell: the exact path decides
+    lead = np.take(data, starts)
+    first = starts + (lead == ord("-"))  # the first digit, after an optional minus
+    if not (first < ends).all():
+        return False
+    digit0 = np.take(data, first) - np.uint8(ord("0"))
+    if not (digit0 < 10).all():
+        return False  # `+1`, `.5`, `-.5`
+    zero = first[(digit0 == 0) & (first + 1 < ends)]
+    if zero.size and (np.take(data, zero + 1) - np.uint8(ord("0")) < 10).any():
+        return False  # `01`
+    if integer:  # every byte below `0` is one leading minus: no `.`
+        return int(np.count_nonzero(data < ord("0"))) == int(np.count_nonzero(lead == ord("-")))
+    return not (np.take(data, ends - 1) == ord(".")).any()  # `5.`
+
+
+def _plain_literals(text: Any, *, integer: bool) -> bool:
+    """True when every cell is a plain JSON number literal, `-?(0|[1-9][0-9]*)(\\.[0-9]+)?`
+    (for an integer, without the fraction): the usual file, told in a few vectorised passes over
+    the column's bytes instead of a regex per cell (1M cells: 38 -> 9 ms; 22 -> 0.3 ms for
+    one-byte cells).
+
+    It relies on Arrow having cast the same column to float64 without error: that parser
+    refuses every malformed shape (`1.2.3`, `1-2`, `--1`, ` 1`, `1e`) and accepts only these
+    beyond JSON's grammar, each of which is looked for here: a leading `+` or `.`, a leading
+    zero, a `.` ending the cell, and letters (`inf`, `nan`; an exponent goes to the exact path
+    too). False is not a verdict on any cell: the regex then decides, cell by cell.
+    `tests/hardening/test_properties.py` holds it to the regex on generated cells.
+    """
+    return all(_plain_chunk(chunk, integer) for chunk in text.chunks)
+
+
 def _check_column(
     text: Any, bound: Bound
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
@@ -189,27 +240,32 @@ def _check_column(
 
     A cell is a number when it is a JSON number literal (a strict int field's literal for an
     integer feature), then the row contract's range applies, as the request schema applies it.
-    The usual file is all clean numbers, so the work is arranged for it (a 1M-row upload:
-    parse_csv 0.29 -> 0.20 s, median): an integer column matches the integer grammar once and
-    reads the number grammar only if some cell failed it; a column of bare numbers is cast as it
-    is, and only a column with blanks, padding or junk is trimmed and masked first.
+    The usual file is all clean numbers, so the work is arranged for it: a column Arrow casts
+    whole and whose bytes show only plain literals (`_plain_literals`) needs no regex; any other
+    column is matched cell by cell (an integer column against the integer grammar first, the
+    number grammar only if some cell failed it), and one with blanks, padding or junk is trimmed
+    and masked before the cast.
     """
-    if bound.integer:
-        literal = _matches(text, JSON_INTEGER_RE)
-        number = literal if literal.all() else literal | _matches(text, JSON_NUMBER_RE)
-    else:
-        number = _matches(text, JSON_NUMBER_RE)
     cast: Any = None
-    if number.all():
-        with contextlib.suppress(pa.ArrowInvalid):  # padded with whitespace: the general path
+    if text.null_count == 0:
+        with contextlib.suppress(pa.ArrowInvalid):  # junk or padding: the exact path below
             cast = pc.cast(text, pa.float64())
-    if cast is None:
-        keep = pa.array(number)  # Arrow aligns it with the text's chunks
-        cast = pc.cast(pc.if_else(keep, pc.utf8_trim_whitespace(text), None), pa.float64())
+    literal: npt.NDArray[np.bool_] | None = None
+    if cast is None or not _plain_literals(text, integer=bound.integer):
+        if bound.integer:
+            literal = _matches(text, JSON_INTEGER_RE)
+            number = literal if literal.all() else literal | _matches(text, JSON_NUMBER_RE)
+        else:
+            number = _matches(text, JSON_NUMBER_RE)
+        if not number.all():
+            keep = pa.array(number)  # Arrow aligns it with the text's chunks
+            cast = pc.cast(pc.if_else(keep, pc.utf8_trim_whitespace(text), None), pa.float64())
+        elif cast is None:  # numbers padded with whitespace
+            cast = pc.cast(pc.utf8_trim_whitespace(text), pa.float64())
     values = np.asarray(cast.to_numpy(zero_copy_only=False), dtype=np.float64)
     nan = ~np.isfinite(values)
     out = bound.violations(values)
-    if bound.integer:
+    if literal is not None:
         out |= ~literal  # `1.0` and `1e0` are numbers, not integer literals
     return values, nan, out & ~nan
 
@@ -243,7 +299,9 @@ def parse_csv(
             f"the file has {n} rows; at most {max_rows} are accepted per job",
             detail={"rows": n, "max_rows": max_rows},
         )
-    raw = np.empty((n, len(RAW_FEATURES)), dtype=np.float64)
+    # column-major: each feature's values are one contiguous run, written here and handed to
+    # Arrow (results.csv's columns, the chunk blobs) without a copy
+    raw = np.empty((len(RAW_FEATURES), n), dtype=np.float64).T
     bad = np.zeros(n, dtype=bool)
     reasons: list[tuple[npt.NDArray[np.bool_], str, str]] = []
     columns = [table.column(found[b.name]) for b in BOUNDS]
@@ -298,7 +356,6 @@ def parse_csv(
         keep = ~bad
         raw = raw[keep]
         table = table.filter(pa.array(keep))
-    raw = np.ascontiguousarray(raw)
     for j, name in enumerate(RAW_FEATURES):
         column = raw[:, j].astype(np.int64) if j == 0 else raw[:, j]
         table = table.set_column(found[name], names[found[name]], pa.array(column))
