@@ -639,17 +639,29 @@ def test_reasons_are_encoded_once_per_distinct_list_and_read_back_per_row() -> N
     codes = [("A", "B"), (), ("A", "B"), ("C",), (), ("B", "A")]
     n = len(codes)
     reasons = codec.reasons_json(codes, texts.__getitem__, n)
-    assert reasons == [
+    per_row = [reasons.texts[k] for k in reasons.key.tolist()]
+    assert per_row == [
         json.dumps([{"code": c, "text": texts[c]} for c in row]) if row else "[]" for row in codes
     ]
-    assert reasons[0] is reasons[2]  # shared, not re-encoded
-    assert codec.reasons_json([], texts.__getitem__, 3) == ["[]"] * 3
+    assert len(reasons.texts) == 4  # [], A;B, C, B;A: each encoded once
+    none = codec.reasons_json([], texts.__getitem__, 3)
+    assert [none.texts[k] for k in none.key.tolist()] == ["[]"] * 3
 
     scores = Scores(
         probability=np.linspace(0.1, 0.9, n),
         prediction=np.array([1, 0, 1, 1, 0, 1], dtype=np.int8),
         risk_code=np.zeros(n, dtype=np.uint8),
     )
+    # the scores blob holds them as a dictionary column, and they read back row for row
+    blob = codec.encode_scores(scores, reasons)
+    assert pa.types.is_dictionary(codec.table_from_ipc(blob).schema.field("reasons").type)
+    back = codec.decode_reasons(blob)
+    assert [back.texts[k] for k in back.key.tolist()] == per_row
+    assert [back.texts[k] for k in back.slice(2, 4).key.tolist()] == per_row[2:4]
+    # a blob an earlier version wrote (a plain string column) still reads
+    older = codec.table_to_ipc(pa.table({"probability": scores.probability, "reasons": per_row}))
+    old_back = codec.decode_reasons(older)
+    assert [old_back.texts[k] for k in old_back.key.tolist()] == per_row
     raw = np.column_stack([np.ones(n), np.full(n, 1000.0), np.full(n, 20_000.0)])
     items = codec.result_items(raw, scores, reasons)
     assert [[r["code"] for r in it["reasons"]] for it in items] == [list(c) for c in codes]

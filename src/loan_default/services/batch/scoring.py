@@ -14,7 +14,7 @@ from loan_default.features import build_matrix, saving_rate
 from loan_default.services import metrics
 from loan_default.services.batch import codec
 from loan_default.services.batch.records import JobRecord
-from loan_default.services.batch.stores import JobStore
+from loan_default.services.batch.stores import Blob, JobStore
 from loan_default.services.decisions.batches import DecisionBatch
 from loan_default.services.decisions.ids import from_unix_s
 from loan_default.services.model import BatchScores
@@ -72,7 +72,7 @@ def score_chunk(
             batch = shadow(batch, matrix)
         decisions.record_chunk(batch)
     reasons = codec.reasons_json(result.reason_codes, result.reason_text, raw.shape[0])
-    out: dict[str, bytes] = {f"out-{index}": codec.encode_scores(scores, reasons)}
+    out: dict[str, Blob] = {f"out-{index}": codec.encode_scores(scores, reasons)}
     if record.kind == "file" and blobs[2] is not None:
         out[f"csv-{index}"] = codec.chunk_csv(
             columns=codec.table_from_ipc(blobs[2]),

@@ -30,7 +30,7 @@ from loan_default.services.batch.records import (
     new_job_id,
     valid_job_id,
 )
-from loan_default.services.batch.stores import JobStore
+from loan_default.services.batch.stores import Blob, JobStore
 from loan_default.services.decisions.ids import batch_decision_ids, from_unix_s
 
 
@@ -165,7 +165,7 @@ class BatchService:
             filename=filename,
             owner=owner,
         )
-        blobs: dict[str, bytes] = {}
+        blobs: dict[str, Blob] = {}
         for i, s in enumerate(starts):
             blobs[f"in-{i}"] = codec.encode_raw(raw[s : s + size])
             if table is not None:
@@ -262,7 +262,7 @@ class BatchService:
             items += codec.result_items(
                 codec.decode_raw(raw_b)[lo:hi],
                 codec.decode_scores(out_b).slice(lo, hi),
-                codec.decode_reasons(out_b)[lo:hi],
+                codec.decode_reasons(out_b).slice(lo, hi),
             )
         # each row's decision record, under the id the worker derived from the job and the row
         if self.settings.decision_recording == "off":
