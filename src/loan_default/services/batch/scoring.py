@@ -65,7 +65,7 @@ def score_chunk(
     result = predict(matrix)
     seconds = time.perf_counter() - started
     scores = result.scores
-    if decisions is not None:
+    if decisions is not None and decisions.mode != "off":  # off: no record to build
         references = codec.decode_references(blobs[1]) if blobs[1] is not None else None
         batch = chunk_decisions(record, index, raw, result, reference=references)
         if shadow is not None:
