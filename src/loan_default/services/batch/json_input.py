@@ -46,7 +46,10 @@ class JsonShape:
 def _structure(b: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
     """The bytes that shape a JSON document outside its strings: brackets, braces and commas
     (five SIMD comparisons: a 256-entry table lookup took 7x as long on a 60 KB body)."""
-    return (b == ord("[")) | (b == ord("]")) | (b == ord("{")) | (b == ord("}")) | (b == ord(","))
+    found: npt.NDArray[np.bool_] = b == ord("[")
+    for byte in b"]{},":
+        found |= b == byte
+    return found
 
 
 def json_shape(body: bytes, key: str = "predictions") -> JsonShape:
