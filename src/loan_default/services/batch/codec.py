@@ -3,7 +3,8 @@
 * `in-<i>`: the chunk's raw features, float64 columns in RAW_FEATURES order (what was validated);
 * `x-<i>` (file jobs): every column of the uploaded rows, so extra columns reach results.csv;
 * `out-<i>`: the scores: probability float64, prediction int8, risk_code uint8, and `reasons`
-  (each row's adverse-action reasons as a JSON list of {code, text}; `[]` when none);
+  (each row's adverse-action reasons as a JSON list of {code, text}, `[]` when none; a
+  dictionary column, since a chunk has only a handful of distinct lists);
 * `csv-<i>` (file jobs): the chunk's part of results.csv, rendered once by the worker;
 * `ref-<i>` (when the job gave any): each row's `reference`, recorded with its decision.
 
