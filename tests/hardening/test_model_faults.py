@@ -77,6 +77,9 @@ def test_mlflow_unreachable_during_reload(fresh_store: Path, tmp_path: Path) -> 
         model_reload_interval_s=0.3,
         # a new SQLite connection per registry call, so a vanished store is seen at once
         mlflow_sqlalchemystore_poolclass="NullPool",
+        # only MLflow goes away: the decision record must not move with the renamed directory
+        # (its /readyz probe then, rightly, answers 503 whenever no group committed lately)
+        decision_store_url=f"sqlite:///{tmp_path / 'decisions.db'}",
     )
     away = fresh_store.with_name("store-away")
     with running(env, tmp_path / "srv") as server:
