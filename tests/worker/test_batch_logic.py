@@ -456,6 +456,39 @@ def test_a_repeated_feature_column_is_refused_by_name() -> None:
 
 
 @pytest.mark.integration
+def test_chunk_reads_and_writes_survive_redis_losing_its_scripts(tmp_path: Path) -> None:
+    """After a Redis restart forgets the Lua scripts, the chunk transactions load them and are
+    sent again (EVALSHA, no SCRIPT EXISTS round trip), with the same result. A private Redis:
+    SCRIPT FLUSH is server-wide."""
+    import time
+
+    from loan_default.worker.local_redis import PrivateRedis
+
+    with PrivateRedis(tmp_path / "redis") as redis_server:
+        store = bs.RedisJobStore(redis_server.url(0), prefix="t:")
+        now = time.time()
+        record = bs.JobRecord(
+            job_id=bs.new_job_id(),
+            kind="json",
+            total=200,
+            chunk_sizes=[100, 100],
+            created_at=now,
+            expires_at=now + 3600,
+        )
+        store.create(record, {"in-0": b"rows-0", "in-1": b"rows-1"})
+        for index in (0, 1):
+            store.client.script_flush()
+            begun = store.begin_chunk(record.job_id, index, [f"in-{index}"], f"{now}:host:1")
+            assert (begun.done, begun.blobs) == (False, [f"rows-{index}".encode()])
+            store.client.script_flush()
+            assert store.put_chunk(record, index, {f"out-{index}": b"scores"}, "100:1")
+        assert not store.put_chunk(record, 0, {"out-0": b"scores"}, "100:1")  # not new twice
+        assert store.begin_chunk(record.job_id, 0, ["in-0"], None).done
+        assert store.blobs(record.job_id, ["out-0", "out-1"]) == [b"scores", b"scores"]
+        store.close()
+
+
+@pytest.mark.integration
 def test_status_reports_chunks_begun_by_a_worker_that_stopped(
     store: bs.RedisJobStore, model: ModelService, trained_store: Path
 ) -> None:
@@ -655,12 +688,21 @@ def test_reasons_are_encoded_once_per_distinct_list_and_read_back_per_row() -> N
     # the scores blob holds them as a dictionary column, and they read back row for row
     blob = codec.encode_scores(scores, reasons)
     assert pa.types.is_dictionary(codec.table_from_ipc(blob).schema.field("reasons").type)
-    back = codec.decode_reasons(blob)
+    back = codec.decode_results(blob)[1]
     assert [back.texts[k] for k in back.key.tolist()] == per_row
     assert [back.texts[k] for k in back.slice(2, 4).key.tolist()] == per_row[2:4]
     # a blob an earlier version wrote (a plain string column) still reads
-    older = codec.table_to_ipc(pa.table({"probability": scores.probability, "reasons": per_row}))
-    old_back = codec.decode_reasons(older)
+    older = codec.table_to_ipc(
+        pa.table(
+            {
+                "probability": scores.probability,
+                "prediction": scores.prediction,
+                "risk_code": scores.risk_code,
+                "reasons": per_row,
+            }
+        )
+    )
+    old_back = codec.decode_results(older)[1]
     assert [old_back.texts[k] for k in old_back.key.tolist()] == per_row
     raw = np.column_stack([np.ones(n), np.full(n, 1000.0), np.full(n, 20_000.0)])
     items = codec.result_items(raw, scores, reasons)

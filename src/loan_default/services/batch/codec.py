@@ -169,25 +169,22 @@ def encode_scores(scores: Scores, reasons: Reasons | None = None) -> memoryview:
     return table_to_ipc(pa.table(columns))
 
 
-def decode_scores(data: Blob) -> Scores:
+def decode_results(data: Blob) -> tuple[Scores, Reasons]:
+    """A scores blob, read once: the scores and each row's reasons (`[]` for every row of a blob
+    written before reasons)."""
     table = table_from_ipc(data)
     if tuple(table.column_names[:3]) != _SCORE_COLUMNS:
         raise ValueError(f"not a scores blob: columns {table.column_names}")
-    return Scores(*(table.column(n).to_numpy() for n in _SCORE_COLUMNS))
-
-
-def decode_reasons(data: Blob) -> Reasons:
-    """Each row's reasons; `[]` for every row of a blob written before reasons."""
-    table = table_from_ipc(data)
+    scores = Scores(*(table.column(n).to_numpy() for n in _SCORE_COLUMNS))
     if REASONS_COLUMN not in table.column_names:
-        return no_reasons(table.num_rows)
+        return scores, no_reasons(table.num_rows)
     column = table.column(REASONS_COLUMN).combine_chunks()
     if pa.types.is_dictionary(column.type):
         index = column.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
-        return Reasons(index, [str(v) for v in column.dictionary.to_pylist()])
+        return scores, Reasons(index, [str(v) for v in column.dictionary.to_pylist()])
     # a blob of the plain string column an earlier version wrote
     texts = [str(v) for v in column.to_pylist()]
-    return Reasons(np.arange(len(texts), dtype=np.int32), texts)
+    return scores, Reasons(np.arange(len(texts), dtype=np.int32), texts)
 
 
 # --- rendering -------------------------------------------------------------------------------

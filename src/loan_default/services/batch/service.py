@@ -259,10 +259,9 @@ class BatchService:
                 raise NotFound(f"the results of batch job {rec.job_id!r} expired")
             lo = max(offset, int(starts[i])) - int(starts[i])
             hi = min(end, int(starts[i + 1])) - int(starts[i])
+            scores, reasons = codec.decode_results(out_b)
             items += codec.result_items(
-                codec.decode_raw(raw_b)[lo:hi],
-                codec.decode_scores(out_b).slice(lo, hi),
-                codec.decode_reasons(out_b).slice(lo, hi),
+                codec.decode_raw(raw_b)[lo:hi], scores.slice(lo, hi), reasons.slice(lo, hi)
             )
         # each row's decision record, under the id the worker derived from the job and the row
         if self.settings.decision_recording == "off":
@@ -315,9 +314,10 @@ class BatchService:
                 raw_b, out_b = self.store.blobs(rec.job_id, [f"in-{i}", f"out-{i}"])
                 if raw_b is None or out_b is None:
                     return
+                scores, reasons = codec.decode_results(out_b)
                 yield codec.chunk_csv(
                     columns=codec.raw_table(codec.decode_raw(raw_b)),
-                    scores=codec.decode_scores(out_b),
+                    scores=scores,
                     header=i == 0,
-                    reasons=codec.decode_reasons(out_b),
+                    reasons=reasons,
                 )

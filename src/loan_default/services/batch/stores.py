@@ -142,17 +142,18 @@ class RedisJobStore:
         loaded, and the transaction is sent again: none of its commands ran, or all are
         idempotent (SETs of the same bytes, a marker set again).
         """
-        for attempt in range(2):
+
+        def send() -> list[Any]:
             pipe = self.client.pipeline(transaction=True)
             build(pipe)
-            try:
-                return list(pipe.execute())
-            except self._redis.exceptions.NoScriptError:
-                if attempt:
-                    raise
-                for script in (self._begin_chunk, self._mark_done):
-                    self.client.script_load(script.script)
-        raise AssertionError("unreachable")
+            return list(pipe.execute())
+
+        try:
+            return send()
+        except self._redis.exceptions.NoScriptError:
+            for script in (self._begin_chunk, self._mark_done):
+                self.client.script_load(script.script)
+            return send()
 
     def create(self, record: JobRecord, blobs: Mapping[str, Blob]) -> None:
         ttl = _ttl(record)
