@@ -24,7 +24,7 @@ from loan_default.services.decisions.ids import from_unix_s
 from loan_default.services.decisions.recorder import DecisionRecorder
 from loan_default.services.model import ModelService
 from tests.conftest import make_settings
-from tests.worker.conftest import csv_bytes
+from tests.worker.conftest import PrivateRedis, csv_bytes
 
 OWNER = "key-id-of-a"
 
@@ -456,36 +456,35 @@ def test_a_repeated_feature_column_is_refused_by_name() -> None:
 
 
 @pytest.mark.integration
-def test_chunk_reads_and_writes_survive_redis_losing_its_scripts(tmp_path: Path) -> None:
+def test_chunk_reads_and_writes_survive_redis_losing_its_scripts(
+    private_redis: PrivateRedis,
+) -> None:
     """After a Redis restart forgets the Lua scripts, the chunk transactions load them and are
     sent again (EVALSHA, no SCRIPT EXISTS round trip), with the same result. A private Redis:
     SCRIPT FLUSH is server-wide."""
     import time
 
-    from loan_default.worker.local_redis import PrivateRedis
-
-    with PrivateRedis(tmp_path / "redis") as redis_server:
-        store = bs.RedisJobStore(redis_server.url(0), prefix="t:")
-        now = time.time()
-        record = bs.JobRecord(
-            job_id=bs.new_job_id(),
-            kind="json",
-            total=200,
-            chunk_sizes=[100, 100],
-            created_at=now,
-            expires_at=now + 3600,
-        )
-        store.create(record, {"in-0": b"rows-0", "in-1": b"rows-1"})
-        for index in (0, 1):
-            store.client.script_flush()
-            begun = store.begin_chunk(record.job_id, index, [f"in-{index}"], f"{now}:host:1")
-            assert (begun.done, begun.blobs) == (False, [f"rows-{index}".encode()])
-            store.client.script_flush()
-            assert store.put_chunk(record, index, {f"out-{index}": b"scores"}, "100:1")
-        assert not store.put_chunk(record, 0, {"out-0": b"scores"}, "100:1")  # not new twice
-        assert store.begin_chunk(record.job_id, 0, ["in-0"], None).done
-        assert store.blobs(record.job_id, ["out-0", "out-1"]) == [b"scores", b"scores"]
-        store.close()
+    store = bs.RedisJobStore(private_redis.url, prefix="t:")
+    now = time.time()
+    record = bs.JobRecord(
+        job_id=bs.new_job_id(),
+        kind="json",
+        total=200,
+        chunk_sizes=[100, 100],
+        created_at=now,
+        expires_at=now + 3600,
+    )
+    store.create(record, {"in-0": b"rows-0", "in-1": b"rows-1"})
+    for index in (0, 1):
+        store.client.script_flush()
+        begun = store.begin_chunk(record.job_id, index, [f"in-{index}"], f"{now}:host:1")
+        assert (begun.done, begun.blobs) == (False, [f"rows-{index}".encode()])
+        store.client.script_flush()
+        assert store.put_chunk(record, index, {f"out-{index}": b"scores"}, "100:1")
+    assert not store.put_chunk(record, 0, {"out-0": b"scores"}, "100:1")  # not new twice
+    assert store.begin_chunk(record.job_id, 0, ["in-0"], None).done
+    assert store.blobs(record.job_id, ["out-0", "out-1"]) == [b"scores", b"scores"]
+    store.close()
 
 
 @pytest.mark.integration
