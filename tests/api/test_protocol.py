@@ -108,6 +108,24 @@ def test_unfinished_head_times_out_with_408() -> None:
         await asyncio.sleep(0.3)
         assert transport.written.startswith(b"HTTP/1.1 200")
         assert b"408" not in transport.written
+        # a head that arrives whole never arms the timer (the usual case, kept cheap)
+        proto.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert proto._head_timer is None
+        await asyncio.sleep(0.01)
+        # kept alive: the next head begun in a later read and never finished
+        transport.written = b""
+        proto.data_received(b"GET / HTTP/1.1\r\nHo")
+        await asyncio.sleep(0.3)
+        assert transport.written.startswith(b"HTTP/1.1 408")
+        assert transport.closed
+        proto.connection_lost(None)
+        # pipelined: a whole request and the start of the next one in the same read
+        proto, transport = _connect(state, timeout=0.1)
+        proto.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHo")
+        await asyncio.sleep(0.3)
+        assert transport.written.startswith(b"HTTP/1.1 200")
+        assert b"HTTP/1.1 408" in transport.written
+        assert transport.closed
 
     asyncio.run(run())
 

@@ -8,15 +8,17 @@ also run bare (compose, `loan-default run`), so the server enforces them itself:
 - head size (request line + header names and values): over MAX_HEADER_BYTES → 431 and close.
   Checked after each read while the head is incomplete (so memory stays within the limit plus
   one socket read), and exactly once the head is parsed.
-- head read time: the head must be complete HEADER_READ_TIMEOUT_S after the connection opens
-  (or after the previous response, for a kept-alive connection that starts sending) → 408.
+- head read time: the head must be complete HEADER_READ_TIMEOUT_S after the connection opens,
+  or, on a kept-alive connection, after the read that began the next head without finishing it
+  → 408. (A kept-alive connection that sends nothing is closed by uvicorn's keep-alive timeout.)
 - connections: past MAX_CONNECTIONS open connections (per worker process) a new one gets 503
   and is closed at once, before anything is read.
 
 Why a subclass rather than h11 (`h11_max_incomplete_event_size` bounds the head, but h11 has no
 head timeout either, answers 400 rather than 431, and costs ~25 % of throughput here) or a
-proxy in the image: the hot path stays on httptools, and the overrides are a counter and a
-timer per request (bench/bench_api.py, figures in DESIGN.md). Pure ASGI middleware cannot do
+proxy in the image: the hot path stays on httptools, and the overrides cost a counter and two
+short callbacks per request; a head that arrives whole, the usual case, never arms a timer
+(bench/bench_api.py, figures in DESIGN.md). Pure ASGI middleware cannot do
 this: the app is only called once the head is complete.
 """
 
@@ -78,7 +80,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         #: True from the connection's start (or the previous message's end) to the head's end.
         self._in_head = True
         self._head_read = 0  # bytes read while in the head: bounds memory
-        self._head_size = 0  # request line + header names and values, as parsed: the exact check
         self._head_timer: asyncio.TimerHandle | None = None
         self._refused = False
 
@@ -114,8 +115,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._in_head:
             self._head_read += len(data)
-            if self._head_timer is None:
-                self._arm_head_timer()
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -132,31 +131,33 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self.logger.warning("Invalid HTTP request received.")
                 self.send_400_response("Invalid HTTP request received.")
             return
-        if self._in_head and self._head_read > self.limits.max_header_bytes:
-            self._refuse_head_too_large()
+        if self._in_head:
+            if self._head_read > self.limits.max_header_bytes:
+                self._refuse_head_too_large()
+            elif self._head_timer is None and "method" not in (self.scope or ()):
+                # a head was begun (uvicorn's on_message_begin made a new scope) and this read
+                # did not finish it: time it from now. A head that arrives whole, the usual
+                # case, never arms the timer at all.
+                self._arm_head_timer()
 
     # --- parser callbacks ----------------------------------------------------------------
-    def on_url(self, url: bytes) -> None:
-        self._head_size += len(url)
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_size += len(name) + len(value)
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
-        if self._head_size > self.limits.max_header_bytes:
+        # uvicorn has collected the URL and the headers; their size is the exact check
+        size = len(self.url)
+        for name, value in self.headers:
+            size += len(name) + len(value)
+        if size > self.limits.max_header_bytes:
             raise _HeadRefused
         self._in_head = False
-        self._cancel_head_timer()
-        super().on_headers_complete()
+        if self._head_timer is not None:
+            self._cancel_head_timer()
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
+        HttpToolsProtocol.on_message_complete(self)
         # the next bytes on this connection are the next request's head
         self._in_head = True
         self._head_read = 0
-        self._head_size = 0
 
     # --- refusals ------------------------------------------------------------------------
     def _refuse_head_too_large(self) -> None:
