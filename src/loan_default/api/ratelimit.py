@@ -114,12 +114,11 @@ class RateLimiter:
         """Count one request in the shared storage, or in process memory while it is down."""
         key = self.item.key_for(identity)
         if not self.shared:  # memory:// is the process's own: nothing to bound or fall back from
-            count, reset_at = await self._count(self.storage, key)
-            return self._decision(count, reset_at)
+            return await self._count(self.storage, key)
         if self._healthy or time.monotonic() >= self._retry_at:
             try:
                 async with asyncio.timeout(self.storage_timeout_s):
-                    count, reset_at = await self._count(self.storage, key)
+                    decision = await self._count(self.storage, key)
             except Exception as exc:  # any storage failure: degrade, never fail the request
                 self._degrade(exc)
             else:
@@ -127,9 +126,8 @@ class RateLimiter:
                     logger.info("rate-limit storage available again; shared limit restored")
                     self._healthy = True
                     metrics.RATE_LIMIT_DEGRADED.set(0)
-                return self._decision(count, reset_at)
-        count, reset_at = await self._count(self.fallback, key)
-        return self._decision(count, reset_at)
+                return decision
+        return await self._count(self.fallback, key)
 
     def _degrade(self, exc: BaseException) -> None:
         metrics.RATE_LIMIT_STORAGE_ERRORS.inc()
@@ -143,7 +141,8 @@ class RateLimiter:
             self._healthy = False
             metrics.RATE_LIMIT_DEGRADED.set(1)
 
-    async def _count(self, storage: Storage, key: str) -> tuple[int, float]:
+    async def _count(self, storage: Storage, key: str) -> Decision:
+        """Count the hit in `storage` and decide (one call: this runs on every request)."""
         count = await storage.incr(key, self._expiry)
         now = time.time()
         cache_key = key if storage is self.storage else f"fallback:{key}"
@@ -155,9 +154,6 @@ class RateLimiter:
         if len(self._reset_at) > self._CACHE_MAX:
             self._reset_at.clear()
         self._reset_at[cache_key] = reset_at
-        return count, reset_at
-
-    def _decision(self, count: int, reset_at: float) -> Decision:
         limit = self.item.amount
         return Decision(count <= limit, limit, max(0, limit - count), reset_at)
 
