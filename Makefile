@@ -79,10 +79,13 @@ test: $(STAMP) $(DATA) services deploy-tools lint ## everything CI runs: lint, m
 test-fast: $(STAMP) $(DATA) ## unit tests only
 	$(BIN)/pytest -m unit --no-cov $(PYTEST_ARGS)
 
-bench: $(STAMP) $(DATA) ## run the benchmarks in bench/ (prints figures; installs wrk if missing)
+bench: $(STAMP) $(DATA) ## run the benchmarks in bench/ (prints figures; installs wrk and valgrind if missing)
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& (apt-get install -y -qq wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)); } \
 		|| { echo "bench/bench_api.py needs wrk: apt-get install wrk (as root)"; exit 1; }
+	@command -v valgrind >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& (apt-get install -y -qq valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind >/dev/null)); } \
+		|| { echo "bench/bench_instructions.py needs valgrind: apt-get install valgrind (as root)"; exit 1; }
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
