@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -511,6 +512,16 @@ def test_status_reports_chunks_begun_by_a_worker_that_stopped(
     assert data["awaiting_redelivery"]["expected_at"] == utc_iso(
         1000.5 + settings.celery_visibility_timeout_s
     )
+    # a chunk begun moments ago cannot be judged yet (its worker's key outlives the begin by
+    # seconds), so no key is read for it, dead worker or not
+    store.begin_chunk(rec.job_id, 2, ["in-2"], f"{time.time()}:host:3")
+    assert svc.status(sub.job_id, owner=OWNER)["awaiting_redelivery"]["chunks"] == 1
+    alive = store.alive
+    store.alive = lambda ids: pytest.fail(f"worker keys read for {ids}")  # type: ignore[method-assign]
+    bs.score_chunk(store=store, job_id=sub.job_id, index=0, predict=model.predict_matrix)
+    store.begin_chunk(rec.job_id, 1, ["in-1"], f"{time.time()}:host:2")  # redelivered, just now
+    assert "awaiting_redelivery" not in svc.status(sub.job_id, owner=OWNER)
+    store.alive = alive  # type: ignore[method-assign]
     bs.score_chunk(store=store, job_id=sub.job_id, index=1, predict=model.predict_matrix)
     assert "awaiting_redelivery" not in svc.status(sub.job_id, owner=OWNER)
 

@@ -22,6 +22,7 @@ from loan_default.core.config import Settings, get_settings
 from loan_default.core.errors import ModelNotReady
 from loan_default.core.logging import configure_logging
 from loan_default.services import batch as batch_service
+from loan_default.services.batch.records import HEARTBEAT_S, HEARTBEAT_TTL_S
 from loan_default.services.batch.sweep import Redispatcher, sweep_stalled
 from loan_default.services.challenger import Challenger
 from loan_default.services.decisions.errors import DecisionStoreUnavailable
@@ -31,10 +32,6 @@ from loan_default.worker.celery_app import SCORE_CHUNK_TASK, CeleryDispatcher
 
 #: How long a task waits for the model of a freshly started worker before retrying later.
 MODEL_WAIT_S = 30.0
-#: Each worker process refreshes a key of this lifetime every HEARTBEAT_S: a chunk begun by a
-#: process whose key expired is reported as awaiting redelivery in the job status.
-HEARTBEAT_S = 2.0
-HEARTBEAT_TTL_S = 6
 
 
 @dataclass(slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +20,17 @@ from loan_default.core.errors import LoanDefaultError, ServiceUnavailable
 from loan_default.core.versions import version_key
 
 JobStatus = Literal["PENDING", "PROGRESS", "SUCCESS", "FAILURE"]
+
+#: Each worker process refreshes a key of this lifetime every HEARTBEAT_S: a chunk begun by a
+#: process whose key expired is reported as awaiting redelivery in the job status.
+HEARTBEAT_S: Final = 2.0
+HEARTBEAT_TTL_S: Final = 6
+#: A chunk begun less than this long ago cannot be reported lost yet, so its worker's key is not
+#: read: the worker beat at most HEARTBEAT_S before beginning it, so the key outlives the begin
+#: by HEARTBEAT_TTL_S - HEARTBEAT_S at least; half of that is left for the clocks of the
+#: worker's host and the API's to differ. (A job's status is polled every few ms while its
+#: chunks are being scored; this saves each such poll a round trip.)
+RECENTLY_BEGUN_S: Final = (HEARTBEAT_TTL_S - HEARTBEAT_S) / 2
 
 
 class PayloadTooLarge(LoanDefaultError):

@@ -23,6 +23,7 @@ from loan_default.features import build_matrix
 from loan_default.services.batch import codec
 from loan_default.services.batch.csv_input import ParsedFile
 from loan_default.services.batch.records import (
+    RECENTLY_BEGUN_S,
     IdempotencyConflict,
     JobRecord,
     JobState,
@@ -279,11 +280,12 @@ class BatchService:
         Redis hands such a chunk to another worker only once CELERY_VISIBILITY_TIMEOUT_S has
         passed since it was delivered.
         """
-        begun = state.begun()
+        cutoff = time.time() - RECENTLY_BEGUN_S  # the markers are the workers' wall clock
+        begun = [(ts, w) for ts, w in state.begun().values() if ts < cutoff]
         if not begun:
             return None
-        alive = self.store.alive(sorted({w for _, w in begun.values()}))
-        lost = [ts for ts, w in begun.values() if w not in alive]
+        alive = self.store.alive(sorted({w for _, w in begun}))
+        lost = [ts for ts, w in begun if w not in alive]
         if not lost:
             return None
         return {
