@@ -84,3 +84,36 @@ def test_any_json_body_is_200_or_422(app: Any, body: dict[str, Any]) -> None:
     r = asyncio.run(_call(app, "POST", "/api/v1/predict", content=raw, headers=JSON_HEADERS))
     assert r.status_code in (200, 422), r.text
     assert r.json()["success"] is (r.status_code == 200)
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_predict_answers_other_methods_405_naming_post(app: Any, method: str) -> None:
+    """Predict is served by a plain Starlette route ahead of the APIRoute that documents it
+    (api/v1/predict.py): other methods still get the envelope's 405 with `Allow: POST`."""
+    r = asyncio.run(_call(app, method, "/api/v1/predict", headers=JSON_HEADERS))
+    assert r.status_code == 405
+    assert r.headers["allow"] == "POST"
+    assert r.json()["error"] == "method_not_allowed"
+
+
+def test_predict_is_documented_once_and_labelled_by_its_route(app: Any) -> None:
+    async def run() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                good = {"employed": 1, "bank_balance": 1000.0, "annual_salary": 50000.0}
+                predicted = await client.post("/api/v1/predict", json=good, headers=JSON_HEADERS)
+                return predicted, await client.get("/openapi.json"), await client.get("/metrics")
+
+    predicted, spec, metrics = asyncio.run(run())
+    assert predicted.status_code == 200
+    assert list(spec.json()["paths"]["/api/v1/predict"]) == ["post"]
+    assert (
+        sum(
+            op.get("operationId", "").startswith("predict")
+            for p in spec.json()["paths"].values()
+            for op in p.values()
+        )
+        == 1
+    )
+    assert 'handler="/api/v1/predict"' in metrics.text
