@@ -18,8 +18,8 @@ Why a subclass rather than h11 (`h11_max_incomplete_event_size` bounds the head,
 head timeout either, answers 400 rather than 431, and costs ~25 % of throughput here) or a
 proxy in the image: the hot path stays on httptools, and the overrides cost a counter and two
 short callbacks per request; a head that arrives whole, the usual case, never arms a timer
-(bench/bench_api.py, figures in DESIGN.md). Pure ASGI middleware cannot do
-this: the app is only called once the head is complete.
+(~1 % of a predict's instructions: bench/bench_instructions.py, figures in DESIGN.md). Pure ASGI
+middleware cannot do this: the app is only called once the head is complete.
 """
 
 from __future__ import annotations

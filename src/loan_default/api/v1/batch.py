@@ -160,10 +160,9 @@ async def submit_batch(
     body = await request.body()
     settings = service.settings
     if len(body) <= INLINE_VALIDATION_BYTES:
-        rows = _validated_rows(settings, body)
+        raw, references = _validated_rows(settings, body)
     else:  # only an oversized or hostile body is this large: never parse it on the event loop
-        rows = await run_in_threadpool(_validated_rows, settings, body)
-    raw, references = rows
+        raw, references = await run_in_threadpool(_validated_rows, settings, body)
     sub = await run_in_threadpool(
         functools.partial(
             service.submit_rows,
@@ -179,9 +178,9 @@ async def submit_batch(
 #: Bodies up to this size are validated on the event loop, larger ones in the threadpool. A
 #: full job of BATCH_MAX_ROWS = 1000 items is ~70 kB (~150 kB with 64-character references);
 #: its checks and validation take ~1 ms, which the loop can spare, and run where the body was
-#: just read: handing them to a worker thread made the submit ~0.5-1 ms slower
-#: (bench/bench_batch_latency.py). What the loop may ever be held for is bounded by this size:
-#: `json_shape` refuses more items or values than BATCH_MAX_ROWS allows before pydantic runs.
+#: just read: in a worker thread the submit measured 4.9 against 4.6 ms, median of 4 alternating
+#: rounds of bench/bench_batch_latency.py. What the loop may ever be held for is bounded by this
+#: size: `json_shape` refuses more items or values than BATCH_MAX_ROWS allows before pydantic runs.
 INLINE_VALIDATION_BYTES: Final = 256 * 1024
 
 

@@ -187,8 +187,8 @@ def register(app: FastAPI, *, prefix: str, responses: dict[int | str, dict[str, 
 
     Why two: FastAPI's APIRoute wraps every call in its request machinery (two AsyncExitStacks,
     the endpoint context, the dependency solver, closures built per request) even for an
-    endpoint that takes only the `Request`: about 5 % of a single predict's server CPU, measured
-    by instruction count (bench/bench_api.py, DESIGN.md). The handler already does everything
+    endpoint that takes only the `Request`: 13 % of the instructions the server executed for a
+    predict (bench/bench_instructions.py, DESIGN.md). The handler already does everything
     that machinery would (auth, JSON check, validation in FastAPI's 422 shape), so Starlette's
     `request_response` wrapper is enough. The APIRoute stays behind it in the table, where it
     is never matched for a POST but gives the OpenAPI document its request, response and error
