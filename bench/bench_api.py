@@ -55,13 +55,21 @@ def wait_ready(url: str, timeout: float = 60) -> None:
     raise SystemExit(f"server at {url} not ready after {timeout} s")
 
 
+def serve_command(port: int) -> list[str]:
+    """`loan-default serve` on `port` with one uvicorn worker, as the HTTP benchmarks run it."""
+    return [str(VENV_BIN / "loan-default"), "serve", "--port", str(port), "--workers", "1"]
+
+
 @contextlib.contextmanager
-def server(cmd: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[None]:
+def server(
+    cmd: list[str], env: dict[str, str], ready_url: str, log: Path, *, timeout: float = 60
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The server process, once `ready_url` answers 200 (within `timeout` s); stopped on exit."""
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out, cwd=ROOT)
         try:
-            wait_ready(ready_url)
-            yield
+            wait_ready(ready_url, timeout)
+            yield proc
         finally:
             proc.terminate()
             try:
@@ -121,7 +129,7 @@ def http_bench(args: argparse.Namespace) -> None:
     results: dict[str, dict[str, float]] = {}
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    cmd = [str(VENV_BIN / "loan-default"), "serve", "--port", str(port), "--workers", "1"]
+    cmd = serve_command(port)
     with server(cmd, env, f"{base}/readyz", tmp / "service.log"):
         # warm-up, then check the request really is a successful prediction
         r = httpx.post(

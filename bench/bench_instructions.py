@@ -27,18 +27,13 @@ import http.client
 import os
 import shutil
 import subprocess  # nosec B404 - fixed argv lists: valgrind, callgrind_control, our entry point
-import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 from batch_stack import free_port
+from bench_api import BODY, KEY, serve_command, server
 
-ROOT = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
-KEY = "bench-key-0123456789abcdef"
-BODY = b'{"employed": 1, "bank_balance": 8754.36, "annual_salary": 532339.56}'
 HEADERS = {"X-API-Key": KEY, "Content-Type": "application/json"}
 
 
@@ -73,21 +68,6 @@ def drive(port: int, method: str, path: str, *, total: int, connections: int) ->
         t.join()
     if failures:
         raise SystemExit(f"{len(failures)} of {total} {method} {path} did not answer 200")
-
-
-def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited ({proc.returncode}) before it was ready")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            if request(conn, "GET", "/readyz") == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"the server was not ready after {timeout} s")
 
 
 def counted(
@@ -130,22 +110,10 @@ def main() -> None:
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     port = free_port()
-    cmd = [
-        "valgrind",
-        "--tool=callgrind",
-        "--instr-atstart=no",
-        f"--callgrind-out-file={out}",
-        str(VENV_BIN / "loan-default"),
-        "serve",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    log = (tmp / "server.log").open("wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=ROOT)  # nosec B603
-    try:
-        wait_ready(port, proc, args.startup_timeout)
+    cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+    cmd += serve_command(port)
+    ready = f"http://127.0.0.1:{port}/readyz"
+    with server(cmd, env, ready, tmp / "server.log", timeout=args.startup_timeout) as proc:
         drive(port, "POST", "/api/v1/predict", total=200, connections=args.connections)
         drive(port, "GET", "/healthz", total=200, connections=args.connections)
         n = args.requests
@@ -155,13 +123,6 @@ def main() -> None:
         health = counted(
             proc.pid, out, port, "GET", "/healthz", total=n, connections=args.connections
         )
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
     print(f"== callgrind, {n} requests over {args.connections} kept-alive connections, 1 worker")
     print(f"instructions per predict request: {predict / n:.0f}")
     print(f"instructions per healthz request: {health / n:.0f}")

@@ -126,7 +126,7 @@ def http_upload(rows: int) -> None:
 
     import httpx
     from batch_stack import free_port
-    from bench_api import KEY, VENV_BIN, server
+    from bench_api import KEY, serve_command, server
 
     created = datetime(2026, 5, 12, 9, 30, tzinfo=UTC)
     with tempfile.TemporaryDirectory() as tmp:
@@ -149,7 +149,7 @@ def http_upload(rows: int) -> None:
             "LOG_LEVEL": "WARNING",
         }
         base = f"http://127.0.0.1:{port}"
-        cmd = [str(VENV_BIN / "loan-default"), "serve", "--port", str(port), "--workers", "1"]
+        cmd = serve_command(port)
         with server(cmd, env, f"{base}/healthz", Path(tmp) / "server.log"):
             t0 = time.perf_counter()
             r = httpx.post(

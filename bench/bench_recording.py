@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 from batch_stack import free_port
-from bench_api import KEY, VENV_BIN, run_wrk, server
+from bench_api import KEY, run_wrk, serve_command, server
 
 # two applicants, one adverse (high card balance): wrk alternates them per request
 LUA = """
@@ -140,15 +140,9 @@ def main() -> None:
             for name, extra in modes.items():
                 port = free_port()
                 url = f"http://127.0.0.1:{port}"
-                cmd = [
-                    str(VENV_BIN / "loan-default"),
-                    "serve",
-                    "--port",
-                    str(port),
-                    "--workers",
-                    "1",
-                ]
-                with server(cmd, {**base_env, **extra}, f"{url}/readyz", tmp / f"{name}.log"):
+                with server(
+                    serve_command(port), {**base_env, **extra}, f"{url}/readyz", tmp / f"{name}.log"
+                ):
                     r = httpx.post(
                         f"{url}/api/v1/predict",
                         content=ADVERSE,

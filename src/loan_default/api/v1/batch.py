@@ -7,7 +7,6 @@ threadpool so the event loop keeps serving single predictions.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -164,13 +163,11 @@ async def submit_batch(
     else:  # only an oversized or hostile body is this large: never parse it on the event loop
         raw, references = await run_in_threadpool(_validated_rows, settings, body)
     sub = await run_in_threadpool(
-        functools.partial(
-            service.submit_rows,
-            raw=raw,
-            references=references,
-            idempotency_key=_scoped(request, idempotency_key),
-            owner=_owner(request),
-        )
+        service.submit_rows,
+        raw=raw,
+        references=references,
+        idempotency_key=_scoped(request, idempotency_key),
+        owner=_owner(request),
     )
     return _accepted(sub, kind="JSON")
 

@@ -48,16 +48,18 @@ def table_to_ipc(table: Any) -> memoryview:
     """
     if table.nbytes < _PRESIZE_FROM:
         sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
+        _write_stream(sink, table)
         return memoryview(sink.getvalue())
     size = pa.MockOutputStream()
-    with pa.ipc.new_stream(size, table.schema) as writer:
-        writer.write_table(table)
+    _write_stream(size, table)
     buffer = pa.allocate_buffer(size.size())
-    with pa.ipc.new_stream(pa.FixedSizeBufferWriter(buffer), table.schema) as writer:
-        writer.write_table(table)
+    _write_stream(pa.FixedSizeBufferWriter(buffer), table)
     return memoryview(buffer)
+
+
+def _write_stream(sink: Any, table: Any) -> None:
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
 
 
 def table_from_ipc(data: Blob) -> Any:
