@@ -105,23 +105,27 @@ class RequestMiddleware:
         path: str = scope["path"]
         status = 500
         started = False
+        sent: float | None = None  # when the last body message went out
         rid_header = (b"x-request-id", request_id.encode())
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, started
-            if message["type"] == "http.response.start":
-                started = True
-                status = message["status"]
-                headers = list(message.get("headers", ()))
-                headers.append(rid_header)
-                headers.extend(_SECURITY_HEADERS)
-                if path not in _DOCS_PATHS:
-                    headers.append(_API_CSP)
-                decision = state.get("rate_limit")
-                if decision is not None:
-                    headers.extend(decision.headers())
-                message = {**message, "headers": headers}
-            await send(message)
+            nonlocal status, started, sent
+            if message["type"] != "http.response.start":
+                await send(message)
+                if not message.get("more_body"):
+                    sent = time.perf_counter()
+                return
+            started = True
+            status = message["status"]
+            headers = list(message.get("headers", ()))
+            headers.append(rid_header)
+            headers.extend(_SECURITY_HEADERS)
+            if path not in _DOCS_PATHS:
+                headers.append(_API_CSP)
+            decision = state.get("rate_limit")
+            if decision is not None:
+                headers.extend(decision.headers())
+            await send({**message, "headers": headers})
 
         limit = self.body_limits.get(path, self.max_body_bytes)
         try:
@@ -154,7 +158,9 @@ class RequestMiddleware:
             if not started:
                 await internal_error_response(request_id)(scope, receive, send_wrapper)
         finally:
-            elapsed = time.perf_counter() - start
+            # until the response was complete: a background task after it (a batch submit's
+            # drift sample) is not the client's wait
+            elapsed = (sent if sent is not None else time.perf_counter()) - start
             handler = _route_template(scope)
             if path not in metrics.UNMETERED_PATHS:
                 self.http_metrics.observe(

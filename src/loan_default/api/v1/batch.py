@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from loguru import logger
 from pydantic import ValidationError
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.responses import Response, StreamingResponse
@@ -121,7 +122,14 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _accepted(sub: batch_service.Submitted, *, kind: str) -> Response:
+def _accepted(
+    sub: batch_service.Submitted,
+    *,
+    kind: str,
+    service: batch_service.BatchService,
+    raw: npt.NDArray[np.float64],
+) -> Response:
+    """The 202; a new job's rows reach the drift window after it is sent (`sample_drift`)."""
     data = batch_docs.BatchSubmitted(
         job_id=sub.job_id,
         status="PENDING",
@@ -141,6 +149,7 @@ def _accepted(sub: batch_service.Submitted, *, kind: str) -> Response:
             "Location": f"/api/v1/predict/batch/{sub.job_id}",
             **({"Idempotent-Replayed": "true"} if sub.replayed else {}),
         },
+        background=None if sub.replayed else BackgroundTask(service.sample_drift, raw),
     )
 
 
@@ -169,7 +178,7 @@ async def submit_batch(
         idempotency_key=_scoped(request, idempotency_key),
         owner=_owner(request),
     )
-    return _accepted(sub, kind="JSON")
+    return _accepted(sub, kind="JSON", service=service, raw=raw)
 
 
 #: Bodies up to this size are validated on the event loop, larger ones in the threadpool. A
@@ -268,7 +277,8 @@ def _parse_upload(
     on_error: batch_service.OnError,
     idempotency_key: str | None,
     owner: str,
-) -> batch_service.Submitted:
+) -> tuple[batch_service.Submitted, npt.NDArray[np.float64]]:
+    """The upload parsed and submitted; also returns its rows, for `sample_drift`."""
     settings = service.settings
     fh = upload.file
     fh.seek(0, 2)
@@ -293,13 +303,14 @@ def _parse_upload(
         max_header_bytes=settings.batch_csv_max_header_bytes,
         max_errors=settings.batch_max_reported_errors,
     )
-    return service.submit_file(
+    sub = service.submit_file(
         parsed=parsed,
         digest=digest.hexdigest(),
         idempotency_key=idempotency_key,
         filename=Path(upload.filename).name if upload.filename else None,
         owner=owner,
     )
+    return sub, parsed.raw
 
 
 @router.post(
@@ -337,7 +348,7 @@ async def submit_file(
                     }
                 ]
             )
-        sub = await run_in_threadpool(
+        sub, raw = await run_in_threadpool(
             _parse_upload,
             service,
             file,
@@ -347,7 +358,7 @@ async def submit_file(
         )
     finally:
         await form.close()
-    return _accepted(sub, kind="file")
+    return _accepted(sub, kind="file", service=service, raw=raw)
 
 
 @router.get(
