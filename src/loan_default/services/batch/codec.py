@@ -84,7 +84,7 @@ def _raw_ipc(raw: npt.NDArray[np.float64]) -> memoryview:
     return table_to_ipc(pa.table({name: raw[:, j] for j, name in enumerate(RAW_FEATURES)}))
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=256)  # ~0.5 kB a head; JSON jobs have any n up to 1000
 def _raw_head(n: int) -> bytes | None:
     """The bytes pyarrow writes before an n-row matrix's columns, or None if its stream is not
     head + columns + end marker (checked on distinct values, so a moved buffer would show)."""
