@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pytest
 
@@ -19,6 +20,7 @@ from loan_default.core.errors import InvalidInput, NotFound, ServiceUnavailable
 from loan_default.model.bundle import Scores
 from loan_default.services import batch as bs
 from loan_default.services.batch import codec
+from loan_default.services.batch.records import RENDERED_ROWS_TTL_S
 from loan_default.services.challenger import Challenger, sampled
 from loan_default.services.decisions import DecisionStore, batch_decision_ids
 from loan_default.services.decisions.ids import from_unix_s
@@ -51,6 +53,7 @@ class InlineDispatcher:
     ) -> None:
         self.store, self.model, self.repeat, self.decisions = store, model, repeat, decisions
         self.shadow = shadow
+        self.decision_ids = True  # as the worker's task passes: DECISION_RECORDING is not off
         self.sent: list[tuple[str, int]] = []
 
     def dispatch(self, job_id: str, n_chunks: int) -> None:
@@ -64,6 +67,7 @@ class InlineDispatcher:
                     predict=self.model.predict_matrix,
                     decisions=self.decisions,
                     shadow=self.shadow.score_batch if self.shadow is not None else None,
+                    decision_ids=self.decision_ids,
                 )
 
 
@@ -78,6 +82,12 @@ def _service(
     settings = make_settings(trained_store, **kw)
     dispatcher = InlineDispatcher(store, model)
     return bs.BatchService(settings=settings, store=store, dispatcher=dispatcher), dispatcher
+
+
+def _results(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """A status page's results (a JSON fragment, which the route's response embeds as it is)."""
+    items: list[dict[str, Any]] = orjson.loads(orjson.dumps(data))["results"]
+    return items
 
 
 def _overwrite_record(store: bs.RedisJobStore, rec: bs.JobRecord) -> None:
@@ -185,7 +195,7 @@ def test_batch_items_equal_single_predictions(
     data = svc.status(sub.job_id, owner=OWNER)
     assert data["status"] == "SUCCESS"
     assert data["model_version"] == model.require().version
-    for (e, b, s), item in zip(raw.tolist(), data["results"], strict=True):
+    for (e, b, s), item in zip(raw.tolist(), _results(data), strict=True):
         single = model.predict_one(employed=int(e), bank_balance=b, annual_salary=s).as_dict()
         single.pop("model_version")
         assert item.pop("decision_id") is not None
@@ -206,20 +216,52 @@ def test_chunks_page_and_csv_keep_input_order_when_scored_twice(
     assert state.completed == 1234
     page = svc.status(sub.job_id, owner=OWNER, offset=95, limit=210)
     assert page["next_offset"] == 305
-    assert [r["features_used"]["bank_balance"] for r in page["results"]] == raw[95:305, 1].tolist()
+    assert [r["features_used"]["bank_balance"] for r in _results(page)] == raw[95:305, 1].tolist()
     assert svc.status(sub.job_id, owner=OWNER, offset=1200, limit=1000)["next_offset"] is None
-    assert svc.status(sub.job_id, owner=OWNER, offset=5000)["results"] == []
+    assert _results(svc.status(sub.job_id, owner=OWNER, offset=5000)) == []
     rows = list(
         csv.DictReader(io.StringIO(b"".join(svc.csv_chunks(sub.job_id, owner=OWNER)).decode()))
     )
     assert len(rows) == 1234
     assert [float(r["bank_balance"]) for r in rows] == raw[:, 1].tolist()
-    full = (
-        svc.status(sub.job_id, owner=OWNER, limit=1000)["results"]
-        + svc.status(sub.job_id, owner=OWNER, offset=1000, limit=1000)["results"]
+    full = _results(svc.status(sub.job_id, owner=OWNER, limit=1000)) + _results(
+        svc.status(sub.job_id, owner=OWNER, offset=1000, limit=1000)
     )
     assert [float(r["probability"]) for r in rows] == [x["probability"] for x in full]
     assert [r["default_risk"] for r in rows] == [x["default_risk"] for x in full]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("recording", ["required", "off"])
+def test_pages_are_the_same_bytes_from_the_workers_rendering_and_from_the_scores(
+    store: bs.RedisJobStore, model: ModelService, trained_store: Path, recording: str
+) -> None:
+    """A JSON job's pages are slices of the rows its worker rendered; once those expire, the
+    API renders the same bytes from the input and scores (any offset and limit)."""
+    svc, dispatcher = _service(
+        store, model, trained_store, batch_chunk_size=100, decision_recording=recording
+    )
+    dispatcher.decision_ids = recording != "off"
+    raw = _rows(250, seed=8)
+    raw[:30, 1] = np.linspace(18_000, 30_000, 30)  # adverse rows, with reasons
+    sub = svc.submit_rows(owner=OWNER, raw=raw)
+    pages = [(0, None), (0, 100), (95, 210), (99, 2), (100, 1), (200, 1000), (249, 5), (250, 9)]
+
+    def read() -> list[bytes]:
+        return [
+            orjson.dumps(svc.status(sub.job_id, owner=OWNER, offset=o, limit=n)) for o, n in pages
+        ]
+
+    rendered = read()
+    names = [f"rows-{i}" for i in range(3)]
+    assert None not in store.blobs(sub.job_id, names)
+    assert 0 < store.client.ttl(store._k(sub.job_id, "b:rows-0")) <= RENDERED_ROWS_TTL_S
+    store.client.delete(*(store._k(sub.job_id, f"b:{name}") for name in names))
+    assert read() == rendered
+    items = orjson.loads(rendered[0])["results"]
+    assert len(items) == 250
+    assert sum(1 for item in items if item["reasons"]) >= 5
+    assert all((item["decision_id"] is None) == (recording == "off") for item in items)
 
 
 @pytest.mark.integration
@@ -235,6 +277,7 @@ def test_file_job_carries_extra_columns_and_skips_bad_rows(
     assert sub.total == 249
     assert sub.skipped == 1
     assert sub.row_errors[0]["row"] == 18
+    assert store.blobs(sub.job_id, ["rows-0"]) == [None]  # file jobs' pages are rendered on read
     out = list(
         csv.DictReader(io.StringIO(b"".join(svc.csv_chunks(sub.job_id, owner=OWNER)).decode()))
     )
@@ -563,7 +606,7 @@ def test_every_batch_row_is_recorded_once_with_its_single_predictions_reasons(
     assert [r.decision_id for r in records] == batch_decision_ids(
         sub.job_id, from_unix_s(rec.created_at), 0, 230
     )
-    items = svc.status(sub.job_id, owner=OWNER, limit=1000)["results"]
+    items = _results(svc.status(sub.job_id, owner=OWNER, limit=1000))
     adverse = 0
     for (e, b, sal), r, item in zip(raw.tolist(), records, items, strict=True):
         single = model.predict_one(employed=int(e), bank_balance=b, annual_salary=sal)
@@ -669,7 +712,7 @@ def test_batch_rows_record_the_challengers_probability(
         else:
             assert r.challenger_probability is None
     assert chosen.all() if rate == 1.0 else 0 < chosen.sum() < 250
-    items = svc.status(sub.job_id, owner=OWNER, limit=1000)["results"]
+    items = _results(svc.status(sub.job_id, owner=OWNER, limit=1000))
     assert [i["probability"] for i in items] == expected.tolist()
     decisions.close()
 
@@ -715,7 +758,7 @@ def test_reasons_are_encoded_once_per_distinct_list_and_read_back_per_row() -> N
     old_back = codec.decode_results(older)[1]
     assert [old_back.texts[k] for k in old_back.key.tolist()] == per_row
     raw = np.column_stack([np.ones(n), np.full(n, 1000.0), np.full(n, 20_000.0)])
-    items = codec.result_items(raw, scores, reasons)
+    items = codec.result_items(raw, scores, reasons, [None] * n)
     assert [[r["code"] for r in it["reasons"]] for it in items] == [list(c) for c in codes]
     columns = pa.table({"loan_id": [f"L{i}" for i in range(n)]})
     text = codec.chunk_csv(columns=columns, scores=scores, header=True, reasons=reasons).decode()

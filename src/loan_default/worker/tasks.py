@@ -172,6 +172,7 @@ def _score_chunk(self: Task, job_id: str, index: int) -> str:
             escape_formulas=ctx.settings.batch_csv_escape_formulas,
             decisions=ctx.decisions,
             shadow=ctx.challenger.score_batch if ctx.challenger is not None else None,
+            decision_ids=ctx.settings.decision_recording != "off",
         )
     except (ModelNotReady, batch_service.StoreUnavailable, DecisionStoreUnavailable) as exc:
         retries = int(self.request.retries or 0)

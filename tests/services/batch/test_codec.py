@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pytest
 
@@ -58,3 +59,28 @@ def test_a_fast_decoded_matrix_is_a_read_only_view() -> None:
     """Callers get the blob's numbers without a copy, and cannot write into Redis's bytes."""
     back = codec.decode_raw(bytes(codec.encode_raw(_raw(5))))
     assert not back.flags.writeable
+
+
+def _items(n: int) -> list[dict[str, object]]:
+    return [
+        {"prediction": i % 2, "probability": i / 7, "reasons": [{"code": "X", "text": 'a "q"'}]}
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_rendered_rows_slice_into_the_bytes_of_any_page(n: int) -> None:
+    items = _items(n)
+    rows = codec.decode_rows(bytes(codec.encode_rows(items)))
+    for lo in range(n):
+        for hi in range(lo + 1, n + 1):
+            assert rows.join(lo, hi) == codec.items_json(items[lo:hi])
+    assert orjson.loads(b"[" + rows.join(0, n) + b"]") == items
+
+
+def test_a_rendered_rows_blob_is_a_table_of_one_binary_column() -> None:
+    table = codec.table_from_ipc(codec.encode_rows(_items(3)))
+    assert table.column_names == [codec.ROWS_COLUMN]
+    assert table.num_rows == 3
+    with pytest.raises(ValueError, match="not a rendered-rows blob"):
+        codec.decode_rows(codec.encode_raw(_raw(2)))

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from loan_default.core.errors import LoanDefaultError, ServiceUnavailable
 from loan_default.core.versions import version_key
+from loan_default.services.decisions.ids import batch_decision_ids, from_unix_s
 
 JobStatus = Literal["PENDING", "PROGRESS", "SUCCESS", "FAILURE"]
 
@@ -31,6 +32,10 @@ HEARTBEAT_TTL_S: Final = 6
 #: worker's host and the API's to differ. (A job's status is polled every few ms while its
 #: chunks are being scored; this saves each such poll a round trip.)
 RECENTLY_BEGUN_S: Final = (HEARTBEAT_TTL_S - HEARTBEAT_S) / 2
+#: How long a JSON job's rendered result rows (`rows-<i>`, ~260 bytes a row against ~40 for its
+#: input and scores) stay in the store. Clients read a job's results as soon as it succeeds;
+#: a later read renders its page from the input and scores, as a file job's always does.
+RENDERED_ROWS_TTL_S: Final = 900
 
 
 class PayloadTooLarge(LoanDefaultError):
@@ -134,3 +139,14 @@ def valid_job_id(job_id: str) -> bool:
         return str(uuid.UUID(job_id)) == job_id.lower() and len(job_id) == 36
     except ValueError:
         return False
+
+
+def row_decision_ids(record: JobRecord, start: int, stop: int, *, show: bool) -> list[str | None]:
+    """Rows start..stop-1's decision ids (derived from the job and the row, as the worker
+    records them), or None for each when decisions are not recorded."""
+    if not show:
+        return [None] * (stop - start)
+    ids: list[str | None] = list(
+        batch_decision_ids(record.job_id, from_unix_s(record.created_at), start, stop)
+    )
+    return ids

@@ -13,7 +13,7 @@ from loguru import logger
 from loan_default.features import build_matrix, saving_rate
 from loan_default.services import metrics
 from loan_default.services.batch import codec
-from loan_default.services.batch.records import JobRecord
+from loan_default.services.batch.records import JobRecord, row_decision_ids
 from loan_default.services.batch.stores import Blob, JobStore
 from loan_default.services.decisions.batches import DecisionBatch
 from loan_default.services.decisions.ids import from_unix_s
@@ -36,6 +36,7 @@ def score_chunk(
     escape_formulas: bool = True,
     decisions: DecisionRecorder | None = None,
     shadow: ShadowScorer | None = None,
+    decision_ids: bool = True,
 ) -> str:
     """Score chunk `index` of `job_id` and store its result; safe to run more than once.
 
@@ -44,9 +45,10 @@ def score_chunk(
     done, with ids derived from the job and the row: a redelivered chunk writes nothing twice,
     and under DECISION_RECORDING=required a store failure leaves the chunk to be retried.
     `shadow` (the challenger's `score_batch`) adds the challenger's probabilities to those
-    records, from the same model matrix; it never changes the chunk's result.
-    Returns what happened: `scored`, `already-done`,
-    `failed-job` or `expired`.
+    records, from the same model matrix; it never changes the chunk's result. A JSON job's
+    chunk is also rendered as the status page shows it (`codec.encode_rows`), its rows carrying
+    their decision ids when `decision_ids` (DECISION_RECORDING is not off), as the API's own
+    rendering does. Returns what happened: `scored`, `already-done`, `failed-job` or `expired`.
     """
     # one round trip: a file job's CSV columns are asked for whatever the kind (absent for JSON)
     names = [f"in-{index}", f"ref-{index}", f"x-{index}"]
@@ -81,13 +83,20 @@ def score_chunk(
             escape=escape_formulas,
             reasons=reasons,
         )
+    cached: dict[str, Blob] = {}
+    if record.kind == "json":
+        start = int(record.chunk_starts[index])
+        ids = row_decision_ids(record, start, start + raw.shape[0], show=decision_ids)
+        cached[f"rows-{index}"] = codec.encode_rows(codec.result_items(raw, scores, reasons, ids))
     event = metrics_event(
         model_version=result.model_version,
         rows=int(raw.shape[0]),
         defaults=int(np.count_nonzero(scores.prediction)),
         seconds=seconds,
     )
-    store.put_chunk(record, index, out, f"{raw.shape[0]}:{result.model_version}", event)
+    store.put_chunk(
+        record, index, out, f"{raw.shape[0]}:{result.model_version}", event, cached=cached
+    )
     return "scored"
 
 

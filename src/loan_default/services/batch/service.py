@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from loan_default.core.clock import Clock, utc_iso, utc_now
 from loan_default.core.config import Settings
@@ -29,10 +30,10 @@ from loan_default.services.batch.records import (
     JobState,
     Submitted,
     new_job_id,
+    row_decision_ids,
     valid_job_id,
 )
 from loan_default.services.batch.stores import Blob, JobStore
-from loan_default.services.decisions.ids import batch_decision_ids, from_unix_s
 
 
 class Dispatcher(Protocol):
@@ -239,45 +240,49 @@ class BatchService:
             data["awaiting_redelivery"] = waiting
         if status == "SUCCESS":
             limit = self.settings.batch_page_max_rows if limit is None else limit
+            end = max(offset, min(rec.total, offset + limit))
             data["offset"] = offset
             data["limit"] = limit
-            data["results"] = self.results(state, offset=offset, limit=limit)
-            end = offset + len(data["results"])
+            data["results"] = orjson.Fragment(b"[" + self.results_json(state, offset, end) + b"]")
             data["next_offset"] = end if end < rec.total else None
         return data
 
-    def results(self, state: JobState, *, offset: int, limit: int) -> list[dict[str, Any]]:
+    def results_json(self, state: JobState, start: int, stop: int) -> bytes:
+        """Rows start..stop-1 as the inside of the page's `results` array.
+
+        A JSON job's rows come from the text its worker rendered (`rows-<i>`) while that is
+        kept; otherwise (a file job, or later) they are rendered here from the chunk's input and
+        scores by the same functions, into the same bytes.
+        """
         rec = state.record
-        if offset >= rec.total or limit <= 0:
-            return []
+        if start >= stop:
+            return b""
         starts = rec.chunk_starts
-        end = min(rec.total, offset + limit)
-        first = int(np.searchsorted(starts, offset, side="right") - 1)
-        last = int(np.searchsorted(starts, end - 1, side="right") - 1)
+        first = int(np.searchsorted(starts, start, side="right") - 1)
+        last = int(np.searchsorted(starts, stop - 1, side="right") - 1)
         names: list[str] = []
         for i in range(first, last + 1):
-            names += [f"in-{i}", f"out-{i}"]
-        blobs = self.store.blobs(rec.job_id, names)
-        items: list[dict[str, Any]] = []
+            names += [f"rows-{i}", f"in-{i}", f"out-{i}"]
+        blobs = self.store.blobs(rec.job_id, names)  # one round trip, whichever is there
+        show_ids = self.settings.decision_recording != "off"
+        pieces: list[bytes] = []
         for k, i in enumerate(range(first, last + 1)):
-            raw_b, out_b = blobs[2 * k], blobs[2 * k + 1]
+            rows_b, raw_b, out_b = blobs[3 * k : 3 * k + 3]
+            lo = max(start, int(starts[i])) - int(starts[i])
+            hi = min(stop, int(starts[i + 1])) - int(starts[i])
+            if rows_b is not None:
+                pieces.append(codec.decode_rows(rows_b).join(lo, hi))
+                continue
             if raw_b is None or out_b is None:
                 raise NotFound(f"the results of batch job {rec.job_id!r} expired")
-            lo = max(offset, int(starts[i])) - int(starts[i])
-            hi = min(end, int(starts[i + 1])) - int(starts[i])
             scores, reasons = codec.decode_results(out_b)
-            items += codec.result_items(
-                codec.decode_raw(raw_b)[lo:hi], scores.slice(lo, hi), reasons.slice(lo, hi)
+            # each row's decision record, under the id the worker derived from the job and row
+            ids = row_decision_ids(rec, int(starts[i]) + lo, int(starts[i]) + hi, show=show_ids)
+            items = codec.result_items(
+                codec.decode_raw(raw_b)[lo:hi], scores.slice(lo, hi), reasons.slice(lo, hi), ids
             )
-        # each row's decision record, under the id the worker derived from the job and the row
-        if self.settings.decision_recording == "off":
-            for item in items:
-                item["decision_id"] = None
-            return items
-        ids = batch_decision_ids(rec.job_id, from_unix_s(rec.created_at), offset, end)
-        for item, decision_id in zip(items, ids, strict=True):
-            item["decision_id"] = decision_id
-        return items
+            pieces.append(codec.items_json(items))
+        return b",".join(pieces)
 
     def _awaiting_redelivery(self, state: JobState) -> dict[str, Any] | None:
         """Chunks begun by a worker that has stopped beating (SIGKILLed, host lost).

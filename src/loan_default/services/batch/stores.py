@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from loan_default.core.config import Settings
-from loan_default.services.batch.records import JobRecord, JobState, StoreUnavailable
+from loan_default.services.batch.records import (
+    RENDERED_ROWS_TTL_S,
+    JobRecord,
+    JobState,
+    StoreUnavailable,
+)
 
 #: What the store keeps: a view of the buffer Arrow wrote (`codec`; sent without a copy), read
 #: back as bytes.
@@ -50,6 +55,7 @@ class JobStore(Protocol):
         blobs: Mapping[str, Blob],
         marker: str,
         event: str | None = None,
+        cached: Mapping[str, Blob] | None = None,
     ) -> bool: ...
     def take_events(self, limit: int) -> list[str]: ...
     def set_failed(self, record: JobRecord, message: str) -> None: ...
@@ -232,17 +238,22 @@ class RedisJobStore:
         blobs: Mapping[str, Blob],
         marker: str,
         event: str | None = None,
+        cached: Mapping[str, Blob] | None = None,
     ) -> bool:
         """Store a chunk's result blobs and mark it done; True if it was not done before.
 
         The metrics `event` is queued only on that first time, in the same transaction, so a
-        chunk delivered twice is counted once whichever worker scored it.
+        chunk delivered twice is counted once whichever worker scored it. `cached` blobs live
+        at most RENDERED_ROWS_TTL_S (readers can do without them).
         """
         ttl = _ttl(record)
+        cached_ttl = min(ttl, RENDERED_ROWS_TTL_S)
 
         def build(pipe: Any) -> None:
             for name, data in blobs.items():
                 pipe.set(self._k(record.job_id, f"b:{name}"), data, ex=ttl)
+            for name, data in (cached or {}).items():
+                pipe.set(self._k(record.job_id, f"b:{name}"), data, ex=cached_ttl)
             self._script(
                 pipe,
                 self._mark_done,
