@@ -265,6 +265,30 @@ def test_pages_are_the_same_bytes_from_the_workers_rendering_and_from_the_scores
 
 
 @pytest.mark.integration
+def test_a_finished_json_jobs_first_page_is_read_with_its_state(
+    store: bs.RedisJobStore,
+    model: ModelService,
+    trained_store: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first chunk's rendered rows come in the state's round trip; other pages (and a
+    first page longer than the first chunk) fetch what the state did not bring."""
+    svc, _ = _service(store, model, trained_store, batch_chunk_size=100)
+    sub = svc.submit_rows(owner=OWNER, raw=_rows(150, seed=4))
+    fetched: list[list[str]] = []
+    blobs = store.blobs
+    monkeypatch.setattr(
+        store, "blobs", lambda job, names: fetched.append(list(names)) or blobs(job, names)
+    )
+    whole = _results(svc.status(sub.job_id, owner=OWNER, limit=1000))
+    first = _results(svc.status(sub.job_id, owner=OWNER, limit=100))
+    later = _results(svc.status(sub.job_id, owner=OWNER, offset=5, limit=10))
+    assert fetched == [["rows-1", "in-1", "out-1"], ["rows-0", "in-0", "out-0"]]
+    assert first == whole[:100]
+    assert later == whole[5:15]
+
+
+@pytest.mark.integration
 def test_file_job_carries_extra_columns_and_skips_bad_rows(
     store: bs.RedisJobStore, model: ModelService, trained_store: Path
 ) -> None:

@@ -86,6 +86,8 @@ class JobState:
     failure: str | None
     started: dict[int, str] = field(default_factory=dict)
     """chunk -> "unix time:worker id" of the last worker that began scoring it."""
+    prefetched: dict[str, bytes] = field(default_factory=dict)
+    """Blobs read in the same round trip as the state (those that exist), by name."""
 
     def begun(self) -> dict[int, tuple[float, str]]:
         """Chunks begun but not done: chunk -> (unix time begun, worker id)."""

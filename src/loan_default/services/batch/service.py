@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -207,10 +207,11 @@ class BatchService:
         )
 
     # --- reading -------------------------------------------------------------------------
-    def state(self, job_id: str, *, owner: str | None) -> JobState:
+    def state(self, job_id: str, *, owner: str | None, prefetch: Sequence[str] = ()) -> JobState:
         """The job if `owner` (the caller's key id) submitted it; any other caller gets the
-        same 404 as for an unknown id, so a job id cannot be probed with another key."""
-        state = self.store.state(job_id) if valid_job_id(job_id) else None
+        same 404 as for an unknown id, so a job id cannot be probed with another key.
+        `prefetch`: blobs to read in the same round trip (`JobStore.state`)."""
+        state = self.store.state(job_id, prefetch) if valid_job_id(job_id) else None
         if state is None or owner is None or state.record.owner != owner:
             raise NotFound(f"no batch job {job_id!r} (unknown, or its results expired)")
         return state
@@ -218,7 +219,9 @@ class BatchService:
     def status(
         self, job_id: str, *, owner: str | None, offset: int = 0, limit: int | None = None
     ) -> dict[str, Any]:
-        state = self.state(job_id, owner=owner)
+        # A JSON job's first page is its first chunk's rendered rows: read with the state, a
+        # finished job's page costs one round trip (a poll of an unfinished one, a nil GET)
+        state = self.state(job_id, owner=owner, prefetch=("rows-0",) if offset == 0 else ())
         rec = state.record
         status = state.status
         data: dict[str, Any] = {
@@ -262,12 +265,16 @@ class BatchService:
         last = int(np.searchsorted(starts, stop - 1, side="right") - 1)
         names: list[str] = []
         for i in range(first, last + 1):
-            names += [f"rows-{i}", f"in-{i}", f"out-{i}"]
-        blobs = self.store.blobs(rec.job_id, names)  # one round trip, whichever is there
+            if f"rows-{i}" not in state.prefetched:
+                names += [f"rows-{i}", f"in-{i}", f"out-{i}"]
+        # one round trip (none when the state brought every chunk's rows), whichever is there
+        found: dict[str, bytes | None] = dict(state.prefetched)
+        if names:
+            found.update(zip(names, self.store.blobs(rec.job_id, names), strict=True))
         show_ids = self.settings.decision_recording != "off"
         pieces: list[bytes] = []
-        for k, i in enumerate(range(first, last + 1)):
-            rows_b, raw_b, out_b = blobs[3 * k : 3 * k + 3]
+        for i in range(first, last + 1):
+            rows_b, raw_b, out_b = (found.get(f"{kind}-{i}") for kind in ("rows", "in", "out"))
             lo = max(start, int(starts[i])) - int(starts[i])
             hi = min(stop, int(starts[i + 1])) - int(starts[i])
             if rows_b is not None:

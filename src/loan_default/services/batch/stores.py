@@ -43,7 +43,7 @@ class JobStore(Protocol):
     def create(self, record: JobRecord, blobs: Mapping[str, Blob]) -> None: ...
     def delete(self, job_id: str) -> None: ...
     def record(self, job_id: str) -> JobRecord | None: ...
-    def state(self, job_id: str) -> JobState | None: ...
+    def state(self, job_id: str, prefetch: Sequence[str] = ()) -> JobState | None: ...
     def blobs(self, job_id: str, names: Sequence[str]) -> list[bytes | None]: ...
     def begin_chunk(
         self, job_id: str, index: int, names: Sequence[str], marker: str | None
@@ -187,16 +187,21 @@ class RedisJobStore:
         raw = self._call(lambda: self.client.get(self._k(job_id, "rec")))
         return None if raw is None else JobRecord.model_validate_json(raw)
 
-    def state(self, job_id: str) -> JobState | None:
+    def state(self, job_id: str, prefetch: Sequence[str] = ()) -> JobState | None:
+        """The job's record and progress; with the blobs named in `prefetch` (a reader's guess
+        at what it will need next), in the same round trip."""
+
         def run() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
             pipe.get(self._k(job_id, "rec"))
             pipe.hgetall(self._k(job_id, "done"))
             pipe.get(self._k(job_id, "fail"))
             pipe.hgetall(self._k(job_id, "run"))
+            if prefetch:
+                pipe.mget([self._k(job_id, f"b:{name}") for name in prefetch])
             return list(pipe.execute())
 
-        rec, done, fail, run_map = self._call(run)
+        rec, done, fail, run_map, *blobs = self._call(run)
         if rec is None:
             return None
         return JobState(
@@ -204,6 +209,9 @@ class RedisJobStore:
             done={int(k): v.decode() for k, v in done.items()},
             failure=None if fail is None else fail.decode(),
             started={int(k): v.decode() for k, v in run_map.items()},
+            prefetched={n: b for n, b in zip(prefetch, blobs[0], strict=True) if b is not None}
+            if blobs
+            else {},
         )
 
     def blobs(self, job_id: str, names: Sequence[str]) -> list[bytes | None]:
