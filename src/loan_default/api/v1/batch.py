@@ -186,7 +186,7 @@ async def submit_batch(
 #: its checks and validation take ~1 ms, which the loop can spare, and run where the body was
 #: just read: in a worker thread the submit measured 4.9 against 4.6 ms, median of 4 alternating
 #: rounds of bench/bench_batch_latency.py. What the loop may ever be held for is bounded by this
-#: size: `json_shape` refuses more items or values than BATCH_MAX_ROWS allows before pydantic runs.
+#: size: more items or values than BATCH_MAX_ROWS allows are refused before pydantic runs.
 INLINE_VALIDATION_BYTES: Final = 256 * 1024
 
 
@@ -196,42 +196,24 @@ def _validated_rows(
     """Count, validate, check for repeated keys: each step bounded by the one before. Returns
     the raw feature matrix and the items' references (None when no item gave one).
 
-    The item count is read off a scan of the bytes (`json_shape`, no Python objects, GIL released)
-    before anything is parsed: validating 660,000 empty items took 22 s and 278 MB of errors, and
-    even a C parser holds the event loop 50-150 ms on such a body.
+    The item and value counts are bounded before anything is parsed: validating 660,000 empty
+    items took 22 s and 278 MB of errors, and even a C parser holds the event loop 50-150 ms on
+    such a body. Byte counts prove the bounds for an ordinary body (`within_bounds`); any other
+    is scanned (`json_shape`, no Python objects, GIL released) and refused if over them.
     Then pydantic validates straight from bytes (half the cost of FastAPI's body parameter for
     1000 items); errors keep FastAPI's shape, `loc` = body.predictions.<i>.<field>, capped at
     BATCH_MAX_REPORTED_ERRORS.
     """
     limit = settings.batch_max_rows
-    shape = json_input.json_shape(body)
-    if shape.items is not None and shape.items > limit:
-        raise InvalidInput(
-            f"at most {limit} predictions per job (got {shape.items}); "
-            "upload larger portfolios to /api/v1/predict/batch/file",
-            detail=[
-                {
-                    "type": "too_long",
-                    "loc": ["body", "predictions"],
-                    "msg": f"List should have at most {limit} items",
-                }
-            ],
-        )
-    if shape.values > json_input.MAX_JSON_VALUES_PER_ITEM * limit + 64:
-        raise InvalidInput(
-            f"the body holds more JSON values than {limit} predictions can "
-            f"({json_input.MAX_JSON_VALUES_PER_ITEM} per item)",
-            detail=[
-                {
-                    "type": "too_long",
-                    "loc": ["body"],
-                    "msg": f"at most {json_input.MAX_JSON_VALUES_PER_ITEM * limit + 64} values",
-                }
-            ],
-        )
+    if not json_input.within_bounds(body, limit):
+        _check_shape(body, limit)
     try:
-        payload = batch_docs.BatchPredictionRequest.model_validate_json(body)
+        payload = batch_docs.bounded_request(limit).model_validate_json(body)
     except ValidationError as exc:
+        for e in exc.errors(include_url=False, include_input=False):
+            if e["type"] == "too_long" and e["loc"] == ("predictions",):
+                _check_shape(body, limit)  # the 422 with the exact item count
+                raise _too_many_items(limit, e.get("ctx", {}).get("actual_length")) from None
         cap = settings.batch_max_reported_errors
         errors: list[Any] = [
             {**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)[:cap]
@@ -262,6 +244,39 @@ def _validated_rows(
     raw = np.array(columns, dtype=np.float64).T
     references = [p.reference for p in rows]
     return raw, references if any(r is not None for r in references) else None
+
+
+def _too_many_items(limit: int, got: int | None) -> InvalidInput:
+    return InvalidInput(
+        f"at most {limit} predictions per job (got {got if got is not None else 'more'}); "
+        "upload larger portfolios to /api/v1/predict/batch/file",
+        detail=[
+            {
+                "type": "too_long",
+                "loc": ["body", "predictions"],
+                "msg": f"List should have at most {limit} items",
+            }
+        ],
+    )
+
+
+def _check_shape(body: bytes, limit: int) -> None:
+    """The exact item and value counts of `json_shape`; 422 when either is over the bound."""
+    shape = json_input.json_shape(body)
+    if shape.items is not None and shape.items > limit:
+        raise _too_many_items(limit, shape.items)
+    if shape.values > json_input.max_json_values(limit):
+        raise InvalidInput(
+            f"the body holds more JSON values than {limit} predictions can "
+            f"({json_input.MAX_JSON_VALUES_PER_ITEM} per item)",
+            detail=[
+                {
+                    "type": "too_long",
+                    "loc": ["body"],
+                    "msg": f"at most {json_input.max_json_values(limit)} values",
+                }
+            ],
+        )
 
 
 def _owner(request: Request) -> str:

@@ -3,9 +3,10 @@ handlers parse themselves (so the document still describes them for clients and 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from loan_default.api.schemas import ErrorEnvelope, PredictionRequest
 from loan_default.services import batch as batch_service
@@ -37,6 +38,18 @@ class BatchPredictionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     predictions: list[PredictionRequest] = Field(min_length=1)
+
+
+@functools.lru_cache(maxsize=4)
+def bounded_request(limit: int) -> type[BatchPredictionRequest]:
+    """BatchPredictionRequest refusing more than `limit` (BATCH_MAX_ROWS) items: pydantic stops
+    at the limit with one `too_long` error rather than validating every item."""
+    model: type[BatchPredictionRequest] = create_model(
+        "BatchPredictionRequest",
+        __base__=BatchPredictionRequest,
+        predictions=(list[PredictionRequest], Field(min_length=1, max_length=limit)),
+    )
+    return model
 
 
 class BatchSubmitted(BaseModel):

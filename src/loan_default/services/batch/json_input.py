@@ -26,6 +26,28 @@ from loan_default.features import RAW_FEATURES, REFERENCE
 MAX_JSON_VALUES_PER_ITEM: Final = 32
 
 
+def max_json_values(limit: int) -> int:
+    """The most JSON values a body of `limit` items may hold (MAX_JSON_VALUES_PER_ITEM each)."""
+    return MAX_JSON_VALUES_PER_ITEM * limit + 64
+
+
+def within_bounds(body: bytes, limit: int) -> bool:
+    """True when byte counts alone prove what `json_shape` would check: at most `limit` + 1
+    objects (the items and the top-level one) and at most `max_json_values(limit)` values.
+
+    Every value but the first follows a comma or opens a container, so counting those bytes
+    anywhere, strings included, over-counts. Items that are not objects are then bounded by the
+    values only; the request model's `max_length` refuses more than `limit` after parsing at most
+    that many values (~1 ms at worst). A body this cannot prove (a reference holding commas or
+    braces, a hostile one) is scanned by `json_shape`. Why: four `bytes.count` passes cost
+    ~0.03 ms where the scan's numpy calls cost ~0.2 ms after an idle gap (cold caches).
+    """
+    objects = body.count(b"{")
+    if objects > limit + 1:
+        return False
+    return objects + body.count(b"[") + body.count(b",") + 1 <= max_json_values(limit)
+
+
 def too_many_errors(total: int, listed: int, loc: Sequence[str | int]) -> dict[str, Any]:
     """The last entry of a capped error list: says how many were left out (FastAPI's shape)."""
     return {
