@@ -21,7 +21,14 @@ from fastapi.testclient import TestClient
 from loan_default.api.app import create_app
 from loan_default.core.config import Settings
 from loan_default.services.model import ModelService
-from tests.conftest import DATA_FILE, TEST_API_KEY, RecordingDispatcher, free_port, queued_batch
+from tests.conftest import (
+    DATA_FILE,
+    TEST_API_KEY,
+    RecordingDispatcher,
+    free_port,
+    make_settings,
+    queued_batch,
+)
 
 CLI = str(Path(sys.executable).parent / "loan-default")
 JSON_HEADERS = {"X-API-Key": TEST_API_KEY, "Content-Type": "application/json"}
@@ -157,3 +164,15 @@ def api(trained_settings: Settings, bundle: Any) -> Iterator[TestClient]:
     )
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def queued_app(trained_store: Path, bundle: Any) -> Any:
+    """The app in process (no lifespan run yet; `asgi_requests` runs it) with the real model,
+    batch submits accepted into a queue of the module's own, and no limit a test reaches."""
+    settings = make_settings(trained_store, rate_limit_per_minute=1_000_000, **queued_batch())
+    return create_app(
+        settings,
+        model_service=ModelService(settings=settings, bundle=bundle),
+        dispatcher=RecordingDispatcher(),
+    )

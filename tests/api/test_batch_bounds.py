@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from loan_default.api.app import API_PREFIX, create_app
+from loan_default.api.app import API_PREFIX
 from loan_default.services.batch import json_input
-from loan_default.services.model import ModelService
 from tests.api.conftest import JSON_HEADERS, asgi_requests
-from tests.conftest import RecordingDispatcher, make_settings, queued_batch
 
 BATCH = f"{API_PREFIX}/predict/batch"
 ITEM = orjson.dumps({"employed": 1, "bank_balance": 5.0, "annual_salary": 100.0})
@@ -34,13 +31,8 @@ def test_byte_counts_prove_an_ordinary_body_and_nothing_over_the_bounds() -> Non
 
 
 @pytest.fixture(scope="module")
-def app(trained_store: Path, bundle: Any) -> Any:
-    settings = make_settings(trained_store, rate_limit_per_minute=1_000_000, **queued_batch())
-    return create_app(
-        settings,
-        model_service=ModelService(settings=settings, bundle=bundle),
-        dispatcher=RecordingDispatcher(),
-    )
+def app(queued_app: Any) -> Any:
+    return queued_app
 
 
 @pytest.mark.integration

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from loan_default.api.app import API_PREFIX, create_app
-from loan_default.services.model import ModelService
+from loan_default.api.app import API_PREFIX
 from tests.api.conftest import GOOD, JSON_HEADERS, asgi_requests
-from tests.conftest import RecordingDispatcher, make_settings, queued_batch
 
 pytestmark = pytest.mark.integration
 
@@ -19,13 +16,8 @@ BATCH = f"{API_PREFIX}/predict/batch"
 
 
 @pytest.fixture(scope="module")
-def app(trained_store: Path, bundle: Any) -> Any:
-    settings = make_settings(trained_store, rate_limit_per_minute=1_000_000, **queued_batch())
-    return create_app(
-        settings,
-        model_service=ModelService(settings=settings, bundle=bundle),
-        dispatcher=RecordingDispatcher(),
-    )
+def app(queued_app: Any) -> Any:
+    return queued_app
 
 
 def _post(path: str, body: bytes | dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
