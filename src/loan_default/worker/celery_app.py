@@ -25,10 +25,12 @@ import time
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from celery import Celery
 
 from loan_default.core.config import Settings, get_settings
+from loan_default.worker import transport
 
 #: Task name the API publishes and the worker consumes (the API never imports `tasks`).
 SCORE_CHUNK_TASK: Final = "loan_default.score_chunk"
@@ -61,6 +63,12 @@ def create_celery(settings: Settings) -> Celery:
     }
     app.conf.update(
         broker_url=settings.celery_broker_url,
+        # kombu's Redis transport less a client object built per command (see `transport`).
+        broker_transport=(
+            transport.Transport
+            if urlsplit(settings.celery_broker_url).scheme in transport.SCHEMES
+            else None
+        ),
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=2,
@@ -132,8 +140,16 @@ class CeleryDispatcher:
         """Send these chunks of a job (all of them at submit; the lost ones from the sweep)."""
         with self.app.producer_or_acquire() as producer:
             for i in chunks:
+                args = (job_id, i)
+                # argsrepr: the args' repr for monitors, which Celery otherwise builds with its
+                # size-bounded `saferepr` (needless for a short id and an int).
                 self.app.send_task(
-                    SCORE_CHUNK_TASK, args=(job_id, i), queue=self.queue, producer=producer
+                    SCORE_CHUNK_TASK,
+                    args=args,
+                    argsrepr=repr(args),
+                    kwargsrepr="{}",
+                    queue=self.queue,
+                    producer=producer,
                 )
 
     def queued(self) -> int:
