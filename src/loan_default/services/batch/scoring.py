@@ -111,7 +111,7 @@ def chunk_decisions(
     """The decision records of chunk `index` as columns: rows numbered within the job, decided
     at the job's submission time (so the ids are the same on every delivery). The inputs are the
     validated float64 values, as a single prediction records them, not the model's float32."""
-    start = sum(record.chunk_sizes[:index])
+    start = int(record.chunk_starts[index])
     n = raw.shape[0]
     scores = result.scores
     return DecisionBatch(
