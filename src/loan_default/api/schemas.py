@@ -8,7 +8,6 @@ otherwise be dropped without a word). Every refusal is a 422 naming the field.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -22,13 +21,13 @@ from loan_default.features import (
     BOUND_BY_NAME,
     REFERENCE_MAX_LENGTH,
     REFERENCE_PATTERN,
+    REFERENCE_RE,
     RISK_LABELS,
 )
 
 _EMPLOYED = BOUND_BY_NAME["employed"]
 _BALANCE = BOUND_BY_NAME["bank_balance"]
 _SALARY = BOUND_BY_NAME["annual_salary"]
-_REFERENCE_RE = re.compile(REFERENCE_PATTERN)
 _REFERENCE_DOC = (
     f"Optional: your own id of this application, echoed back (1 to {REFERENCE_MAX_LENGTH} "
     "printable ASCII characters, no space at either end)."
@@ -91,7 +90,7 @@ class PredictionRequest(BaseModel):
     def _printable(cls, value: str | None) -> str | None:
         """The pattern, checked here for a message a client can act on (pydantic's own quotes
         the regular expression); the schema still states the pattern."""
-        if value is not None and not _REFERENCE_RE.fullmatch(value):
+        if value is not None and not REFERENCE_RE.fullmatch(value):
             raise PydanticCustomError(
                 "string_pattern_mismatch",
                 "String should be printable ASCII, with no space at either end",

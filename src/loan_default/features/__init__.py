@@ -12,12 +12,15 @@ from loan_default.features.contract import (
     REFERENCE,
     REFERENCE_MAX_LENGTH,
     REFERENCE_PATTERN,
+    REFERENCE_RE,
     RISK_LABELS,
     TARGET_COLUMN,
     Bound,
     band_edges,
+    is_reference,
     risk_codes,
     risk_labels,
+    rows_within_bounds,
 )
 from loan_default.features.engineering import build_matrix, feature_row, saving_rate
 
@@ -33,13 +36,16 @@ __all__ = [
     "REFERENCE",
     "REFERENCE_MAX_LENGTH",
     "REFERENCE_PATTERN",
+    "REFERENCE_RE",
     "RISK_LABELS",
     "TARGET_COLUMN",
     "Bound",
     "band_edges",
     "build_matrix",
     "feature_row",
+    "is_reference",
     "risk_codes",
     "risk_labels",
+    "rows_within_bounds",
     "saving_rate",
 ]

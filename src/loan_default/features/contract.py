@@ -8,6 +8,7 @@ here, so a bound changed here changes everywhere (and nowhere else can it be cha
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -32,6 +33,19 @@ REFERENCE_MAX_LENGTH: Final = 64
 #: one visible text (NFC/NFD, look-alike letters); the same pattern also runs unchanged in
 #: pydantic's regex engine, Python's `re` and JSON Schema clients (no `\p{...}` classes).
 REFERENCE_PATTERN: Final = r"^[!-~](?:[ -~]*[!-~])?$"
+#: REFERENCE_PATTERN compiled once, for the places that check one reference at a time.
+REFERENCE_RE: Final = re.compile(REFERENCE_PATTERN)
+
+
+def is_reference(value: object) -> bool:
+    """A valid reference: a str of at most REFERENCE_MAX_LENGTH characters matching
+    REFERENCE_PATTERN (which asks for at least one)."""
+    return (
+        type(value) is str
+        and len(value) <= REFERENCE_MAX_LENGTH
+        and REFERENCE_RE.fullmatch(value) is not None
+    )
+
 
 #: Upper bound of money amounts: larger values are input errors (and overflow float32).
 MAX_AMOUNT: Final = 1e12
@@ -95,6 +109,14 @@ BOUNDS: Final = (
     ),
 )
 BOUND_BY_NAME: Final = {b.name: b for b in BOUNDS}
+
+
+def rows_within_bounds(raw: npt.NDArray[np.float64]) -> bool:
+    """True when every value of a raw matrix (RAW_FEATURES columns) is finite and in bounds."""
+    if not np.isfinite(raw).all():
+        return False
+    return not any(b.violations(raw[:, j]).any() for j, b in enumerate(BOUNDS))
+
 
 #: Risk-band labels, indexed by band code (0, 1, 2): the code is what result blobs store.
 RISK_LABELS: Final = ("Low", "Medium", "High")

@@ -14,7 +14,6 @@ item is refused. Uploads run in the threadpool (a million rows takes seconds).
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Any, Final
 
@@ -42,7 +41,7 @@ from loan_default.core.config import Settings
 from loan_default.core.errors import InvalidInput
 from loan_default.core.json_keys import RepeatedKeys
 from loan_default.core.keys import AUDIT, OUTCOMES
-from loan_default.features import REFERENCE_MAX_LENGTH, REFERENCE_PATTERN
+from loan_default.features import REFERENCE_MAX_LENGTH, REFERENCE_PATTERN, REFERENCE_RE
 from loan_default.services.batch import PayloadTooLarge, json_input
 from loan_default.services.decisions import outcome_input
 from loan_default.services.decisions.ids import valid_decision_id
@@ -53,7 +52,6 @@ router = APIRouter(prefix="/outcomes", tags=["outcomes"])
 
 #: Request-body limits of this router's routes beyond MAX_BODY_BYTES (see batch.BODY_LIMITS).
 BODY_LIMITS: dict[str, str] = {"/file": "max_upload_bytes"}
-_REFERENCE_RE: Final = re.compile(REFERENCE_PATTERN)
 _ITEM_KEYS: Final = RepeatedKeys(outcome_input.COLUMNS)
 #: Values one item may hold (its four fields and their separators), with slack so an item with
 #: a few unknown fields gets the 422 naming them rather than this count.
@@ -119,7 +117,7 @@ class OutcomeItem(BaseModel):
     @field_validator("reference")
     @classmethod
     def _printable(cls, value: str | None) -> str | None:
-        if value is not None and not _REFERENCE_RE.fullmatch(value):
+        if value is not None and not REFERENCE_RE.fullmatch(value):
             raise PydanticCustomError("string_pattern_mismatch", outcome_input.REFERENCE_REASON)
         return value
 
