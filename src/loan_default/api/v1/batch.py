@@ -11,14 +11,13 @@ import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from loguru import logger
-from pydantic import ValidationError
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -26,13 +25,12 @@ from starlette.responses import Response, StreamingResponse
 
 from loan_default.api.deps import require_json, require_scope
 from loan_default.api.schemas import Envelope, ErrorEnvelope, JSONBytes
-from loan_default.api.v1 import batch_docs
+from loan_default.api.v1 import batch_body, batch_docs
 from loan_default.core.clock import Clock, utc_now
 from loan_default.core.config import Settings
 from loan_default.core.errors import InvalidInput, ServiceUnavailable
 from loan_default.core.keys import SCORE
 from loan_default.services import batch as batch_service
-from loan_default.services.batch import json_input
 from loan_default.services.batch import scoring as batch_scoring
 
 #: Submitting and reading jobs is scoring: keys need the `score` scope (core/keys.py).
@@ -167,10 +165,10 @@ async def submit_batch(
 ) -> Response:
     body = await request.body()
     settings = service.settings
-    if len(body) <= INLINE_VALIDATION_BYTES:
-        raw, references = _validated_rows(settings, body)
+    if len(body) <= batch_body.INLINE_VALIDATION_BYTES:
+        raw, references = batch_body.validated_rows(settings, body)
     else:  # only an oversized or hostile body is this large: never parse it on the event loop
-        raw, references = await run_in_threadpool(_validated_rows, settings, body)
+        raw, references = await run_in_threadpool(batch_body.validated_rows, settings, body)
     sub = await run_in_threadpool(
         service.submit_rows,
         raw=raw,
@@ -179,105 +177,6 @@ async def submit_batch(
         owner=_owner(request),
     )
     return _accepted(sub, kind="JSON", service=service, raw=raw)
-
-
-#: Bodies up to this size are validated on the event loop, larger ones in the threadpool. A
-#: full job of BATCH_MAX_ROWS = 1000 items is ~70 kB (~150 kB with 64-character references);
-#: its checks and validation take ~1 ms, which the loop can spare, and run where the body was
-#: just read: in a worker thread the submit measured 4.9 against 4.6 ms, median of 4 alternating
-#: rounds of bench/bench_batch_latency.py. What the loop may ever be held for is bounded by this
-#: size and by BATCH_MAX_ROWS: more values than its items may hold are refused before pydantic
-#: runs, and pydantic stops at BATCH_MAX_ROWS items (`_validated_rows`).
-INLINE_VALIDATION_BYTES: Final = 256 * 1024
-
-
-def _validated_rows(
-    settings: Settings, body: bytes
-) -> tuple[npt.NDArray[np.float64], list[str | None] | None]:
-    """Count, validate, check for repeated keys: each step bounded by the one before. Returns
-    the raw feature matrix and the items' references (None when no item gave one).
-
-    The item and value counts are bounded before anything is parsed: validating 660,000 empty
-    items took 22 s and 278 MB of errors, and even a C parser holds the event loop 50-150 ms on
-    such a body. Byte counts prove the bounds for an ordinary body (`within_bounds`); any other
-    is scanned (`json_shape`, no Python objects, GIL released) and refused if over them.
-    Then pydantic validates straight from bytes (half the cost of FastAPI's body parameter for
-    1000 items); errors keep FastAPI's shape, `loc` = body.predictions.<i>.<field>, capped at
-    BATCH_MAX_REPORTED_ERRORS.
-    """
-    limit = settings.batch_max_rows
-    if not json_input.within_bounds(body, limit):
-        _check_shape(body, limit)
-    try:
-        payload = batch_docs.bounded_request(limit).model_validate_json(body)
-    except ValidationError as exc:
-        for e in exc.errors(include_url=False, include_input=False):
-            if e["type"] == "too_long" and e["loc"] == ("predictions",):
-                _check_shape(body, limit)  # the 422 with the exact item count
-                raise _too_many_items(limit, e.get("ctx", {}).get("actual_length")) from None
-        cap = settings.batch_max_reported_errors
-        errors: list[Any] = [
-            {**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)[:cap]
-        ]
-        if exc.error_count() > cap:
-            errors.append(json_input.too_many_errors(exc.error_count(), cap, ["body"]))
-        raise RequestValidationError(errors) from None
-    rows = payload.predictions
-    repeated = json_input.duplicate_feature_key(body, len(rows))
-    if repeated is not None:
-        i, key = repeated
-        raise RequestValidationError(
-            [
-                {
-                    "type": "duplicate_key",
-                    "loc": ("body", "predictions", i, key),
-                    "msg": f"Key {key!r} appears more than once in this object",
-                    "input": None,
-                }
-            ]
-        )
-    # column lists, not a tuple per row: numpy converts three flat lists of numbers faster
-    columns = [
-        [p.employed for p in rows],
-        [p.bank_balance for p in rows],
-        [p.annual_salary for p in rows],
-    ]
-    raw = np.array(columns, dtype=np.float64).T
-    references = [p.reference for p in rows]
-    return raw, references if any(r is not None for r in references) else None
-
-
-def _too_many_items(limit: int, got: int | None) -> InvalidInput:
-    return InvalidInput(
-        f"at most {limit} predictions per job (got {got if got is not None else 'more'}); "
-        "upload larger portfolios to /api/v1/predict/batch/file",
-        detail=[
-            {
-                "type": "too_long",
-                "loc": ["body", "predictions"],
-                "msg": f"List should have at most {limit} items",
-            }
-        ],
-    )
-
-
-def _check_shape(body: bytes, limit: int) -> None:
-    """The exact item and value counts of `json_shape`; 422 when either is over the bound."""
-    shape = json_input.json_shape(body)
-    if shape.items is not None and shape.items > limit:
-        raise _too_many_items(limit, shape.items)
-    if shape.values > json_input.max_json_values(limit):
-        raise InvalidInput(
-            f"the body holds more JSON values than {limit} predictions can "
-            f"({json_input.MAX_JSON_VALUES_PER_ITEM} per item)",
-            detail=[
-                {
-                    "type": "too_long",
-                    "loc": ["body"],
-                    "msg": f"at most {json_input.max_json_values(limit)} values",
-                }
-            ],
-        )
 
 
 def _owner(request: Request) -> str:
