@@ -26,7 +26,8 @@ from loan_default.services.batch import json_input
 #: just read: in a worker thread the submit measured 4.9 against 4.6 ms, median of 4 alternating
 #: rounds of bench/bench_batch_latency.py. What the loop may ever be held for is bounded by this
 #: size and by BATCH_MAX_ROWS: more values than its items may hold are refused before pydantic
-#: runs, and pydantic stops at BATCH_MAX_ROWS items (`validated_rows`).
+#: runs, and pydantic stops at BATCH_MAX_ROWS items (`validated_rows`). A body the fast read
+#: declines is parsed twice (orjson, then pydantic): a refused body costs one more parse.
 INLINE_VALIDATION_BYTES: Final = 256 * 1024
 
 
