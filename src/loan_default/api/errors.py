@@ -15,10 +15,12 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from loguru import logger
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from loan_default.core.errors import LoanDefaultError
+from loan_default.services.batch.json_input import too_many_errors
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -64,6 +66,31 @@ class RateLimited(LoanDefaultError):
 class UnsupportedMediaType(LoanDefaultError):
     status_code = 415
     code = "unsupported_media_type"
+
+
+def body_validation_error(exc: ValidationError, cap: int) -> RequestValidationError:
+    """A body model's errors as FastAPI's 422 (`loc` under `body`): at most `cap` of them, then
+    an entry saying how many were left out (BATCH_MAX_REPORTED_ERRORS)."""
+    errors: list[Any] = [
+        {**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)[:cap]
+    ]
+    if exc.error_count() > cap:
+        errors.append(too_many_errors(exc.error_count(), cap, ["body"]))
+    return RequestValidationError(errors)
+
+
+def duplicate_key_error(array: str, index: int, key: str) -> RequestValidationError:
+    """The 422 for `key` repeated inside item `index` of the body's `array`."""
+    return RequestValidationError(
+        [
+            {
+                "type": "duplicate_key",
+                "loc": ("body", array, index, key),
+                "msg": f"Key {key!r} appears more than once in this object",
+                "input": None,
+            }
+        ]
+    )
 
 
 def error_body(code: str, message: str, detail: Any = None) -> bytes:

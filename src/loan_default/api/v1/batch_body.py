@@ -8,13 +8,13 @@ the threadpool for a body over INLINE_VALIDATION_BYTES.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from loan_default.api.errors import body_validation_error, duplicate_key_error
 from loan_default.api.v1 import batch_docs
 from loan_default.core.config import Settings
 from loan_default.core.errors import InvalidInput
@@ -52,17 +52,7 @@ def validated_rows(
     rows = json_input.plain_rows(body, limit) or _model_rows(settings, body, limit)
     repeated = json_input.duplicate_feature_key(body, rows[0].shape[0])
     if repeated is not None:
-        i, key = repeated
-        raise RequestValidationError(
-            [
-                {
-                    "type": "duplicate_key",
-                    "loc": ("body", "predictions", i, key),
-                    "msg": f"Key {key!r} appears more than once in this object",
-                    "input": None,
-                }
-            ]
-        )
+        raise duplicate_key_error("predictions", *repeated)
     return rows
 
 
@@ -78,13 +68,7 @@ def _model_rows(
             if e["type"] == "too_long" and e["loc"] == ("predictions",):
                 _check_shape(body, limit)  # the 422 with the exact item count
                 raise _too_many_items(limit, e.get("ctx", {}).get("actual_length")) from None
-        cap = settings.batch_max_reported_errors
-        errors: list[Any] = [
-            {**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)[:cap]
-        ]
-        if exc.error_count() > cap:
-            errors.append(json_input.too_many_errors(exc.error_count(), cap, ["body"]))
-        raise RequestValidationError(errors) from None
+        raise body_validation_error(exc, settings.batch_max_reported_errors) from None
     rows = payload.predictions
     # column lists, not a tuple per row: numpy converts three flat lists of numbers faster
     columns = [

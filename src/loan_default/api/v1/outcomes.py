@@ -34,6 +34,7 @@ from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
 from loan_default.api.deps import Principal, authorize, check_scope, require_json
+from loan_default.api.errors import body_validation_error, duplicate_key_error
 from loan_default.api.schemas import Envelope, ErrorEnvelope, JSONBytes
 from loan_default.api.v1.decisions import decision_store
 from loan_default.core.clock import parse_utc
@@ -192,13 +193,7 @@ def _parse_items(body: bytes, settings: Settings) -> OutcomeColumns:
     try:
         payload = OutcomesRequest.model_validate_json(body)
     except ValidationError as exc:
-        cap = settings.batch_max_reported_errors
-        errors: list[Any] = [
-            {**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)[:cap]
-        ]
-        if exc.error_count() > cap:
-            errors.append(json_input.too_many_errors(exc.error_count(), cap, ["body"]))
-        raise RequestValidationError(errors) from None
+        raise body_validation_error(exc, settings.batch_max_reported_errors) from None
     items = payload.outcomes
     try:
         repeated = _ITEM_KEYS.find(
@@ -207,17 +202,7 @@ def _parse_items(body: bytes, settings: Settings) -> OutcomeColumns:
     except (ValueError, RecursionError):
         raise InvalidInput("the body is nested too deeply") from None
     if repeated is not None:
-        i, key = repeated
-        raise RequestValidationError(
-            [
-                {
-                    "type": "duplicate_key",
-                    "loc": ("body", "outcomes", i, key),
-                    "msg": f"Key {key!r} appears more than once in this object",
-                    "input": None,
-                }
-            ]
-        )
+        raise duplicate_key_error("outcomes", *repeated)
     return OutcomeColumns.from_items(
         [
             Outcome(
