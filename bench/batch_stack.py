@@ -18,10 +18,29 @@ from pathlib import Path
 from types import TracebackType
 
 import httpx
+import numpy as np
+import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "bench-key-0123456789abcdef"
 CLI = [sys.executable, "-m", "loan_default.cli"]
+
+
+def json_job_body(rows: int, seed: int = 0) -> bytes:
+    """A JSON batch submit of `rows` random, valid applicants (the same bytes for one seed)."""
+    rng = np.random.default_rng(seed)
+    return orjson.dumps(
+        {
+            "predictions": [
+                {
+                    "employed": int(rng.integers(0, 2)),
+                    "bank_balance": round(float(rng.uniform(0, 30_000)), 2),
+                    "annual_salary": round(float(rng.uniform(5_000, 90_000)), 2),
+                }
+                for _ in range(rows)
+            ]
+        }
+    )
 
 
 def free_port() -> int:

@@ -18,9 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
-import orjson
-from batch_stack import Stack
+from batch_stack import Stack, json_job_body
 
 
 def main() -> None:
@@ -31,19 +29,7 @@ def main() -> None:
     ap.add_argument("--store", type=Path, help="an MLflow store dir with a promoted model")
     args = ap.parse_args()
 
-    rng = np.random.default_rng(0)
-    body = orjson.dumps(
-        {
-            "predictions": [
-                {
-                    "employed": int(rng.integers(0, 2)),
-                    "bank_balance": round(float(rng.uniform(0, 30_000)), 2),
-                    "annual_salary": round(float(rng.uniform(5_000, 90_000)), 2),
-                }
-                for _ in range(args.rows)
-            ]
-        }
-    )
+    body = json_job_body(args.rows)
     headers = {"content-type": "application/json"}
     with Stack(workers=1, store=args.store) as stack, stack.client() as client:
 

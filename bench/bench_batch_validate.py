@@ -17,8 +17,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-import numpy as np
-import orjson
+from batch_stack import json_job_body
 
 from loan_default.api.v1 import batch_body
 from loan_default.core.config import Settings
@@ -41,19 +40,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=300)
     args = ap.parse_args()
-    rng = np.random.default_rng(0)
-    body = orjson.dumps(
-        {
-            "predictions": [
-                {
-                    "employed": int(rng.integers(0, 2)),
-                    "bank_balance": round(float(rng.uniform(0, 30_000)), 2),
-                    "annual_salary": round(float(rng.uniform(5_000, 90_000)), 2),
-                }
-                for _ in range(args.rows)
-            ]
-        }
-    )
+    body = json_job_body(args.rows)
     settings = Settings(environment="test", batch_max_rows=max(1000, args.rows))
     limit = settings.batch_max_rows
     assert json_input.plain_rows(body, limit) is not None
